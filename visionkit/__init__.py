@@ -1,0 +1,103 @@
+"""visionkit: one typed, task-shaped API over computer-vision models.
+
+>>> import visionkit
+>>> det = visionkit.load("yolo")                       # doctest: +SKIP
+>>> dets = det.detect("street.jpg")                    # doctest: +SKIP
+>>> visionkit.list_backends(task="detect")             # doctest: +SKIP
+
+Importing visionkit imports no model library; backends are imported by :func:`load`.
+"""
+
+from __future__ import annotations
+
+from visionkit.backend import (
+    Backend,
+    BackendOptions,
+    Batch,
+    Classifies,
+    Detects,
+    SegmentsInstances,
+    SegmentsSemantic,
+)
+from visionkit.errors import (
+    BackendError,
+    BackendUnavailableError,
+    DuplicateBackendError,
+    InvalidImageError,
+    InvalidOptionError,
+    InvalidPromptError,
+    PluginLoadError,
+    TaskNotSupportedError,
+    UnknownBackendError,
+    VisionKitError,
+    WeightsNotFoundError,
+)
+from visionkit.hookspecs import hookimpl
+from visionkit.images import ImageInput, load_image
+from visionkit.loading import DEFAULT, load
+from visionkit.protocols import (
+    Classifier,
+    Detector,
+    InstanceSegmenter,
+    PromptSegmenter,
+    SemanticSegmenter,
+    Task,
+)
+from visionkit.registry import BackendSpec, Registry, get_registry, list_backends
+from visionkit.results import (
+    Classifications,
+    Detection,
+    Detections,
+    InstanceMasks,
+    PromptMasks,
+    ResultMeta,
+    SemanticMask,
+)
+from visionkit.weights import resolve_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT",
+    "Backend",
+    "BackendError",
+    "BackendOptions",
+    "BackendSpec",
+    "BackendUnavailableError",
+    "Batch",
+    "Classifications",
+    "Classifier",
+    "Classifies",
+    "Detection",
+    "Detections",
+    "Detector",
+    "Detects",
+    "DuplicateBackendError",
+    "ImageInput",
+    "InstanceMasks",
+    "InstanceSegmenter",
+    "InvalidImageError",
+    "InvalidOptionError",
+    "InvalidPromptError",
+    "PluginLoadError",
+    "PromptMasks",
+    "PromptSegmenter",
+    "Registry",
+    "ResultMeta",
+    "SegmentsInstances",
+    "SegmentsSemantic",
+    "SemanticMask",
+    "SemanticSegmenter",
+    "Task",
+    "TaskNotSupportedError",
+    "UnknownBackendError",
+    "VisionKitError",
+    "WeightsNotFoundError",
+    "__version__",
+    "get_registry",
+    "hookimpl",
+    "list_backends",
+    "load",
+    "load_image",
+    "resolve_weights",
+]

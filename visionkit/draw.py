@@ -1,0 +1,133 @@
+"""Annotate an image with any visionkit result; returns a ``PIL.Image``.
+
+Boxes and labels for :class:`Detections`, translucent masks for :class:`InstanceMasks` and
+:class:`PromptMasks` (plus the prompt points/boxes recorded in its metadata), a colour-coded label map
+for :class:`SemanticMask`, and the top classes for :class:`Classifications`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from visionkit.images import ImageInput, load_image
+from visionkit.results import Classifications, Detections, InstanceMasks, PromptMasks, SemanticMask
+
+__all__ = ["annotate", "color_for"]
+
+# A fixed palette so the same class gets the same colour in every image (ultralytics' colours).
+_PALETTE = np.array(
+    [
+        (255, 56, 56),
+        (255, 157, 151),
+        (255, 112, 31),
+        (255, 178, 29),
+        (207, 210, 49),
+        (72, 249, 10),
+        (146, 204, 23),
+        (61, 219, 134),
+        (26, 147, 52),
+        (0, 212, 187),
+        (44, 153, 168),
+        (0, 194, 255),
+        (52, 69, 147),
+        (100, 115, 255),
+        (0, 24, 236),
+        (132, 56, 255),
+        (82, 0, 133),
+        (203, 56, 255),
+        (255, 149, 200),
+        (255, 55, 199),
+    ],
+    dtype=np.uint8,
+)
+
+
+def color_for(index: int) -> tuple[int, int, int]:
+    """The palette colour of class ``index``."""
+    r, g, b = _PALETTE[int(index) % len(_PALETTE)]
+    return int(r), int(g), int(b)
+
+
+def annotate(
+    image: ImageInput, result: Any, *, mask_alpha: float = 0.45, line_width: int | None = None
+) -> Image.Image:
+    """Draw ``result`` over ``image`` (any accepted input) and return a new RGB ``PIL.Image``.
+
+    Raises:
+        TypeError: ``result`` is not a visionkit result.
+        ValueError: the result's ``image_shape`` does not match the image.
+    """
+    arr = load_image(image).copy()
+    h, w = arr.shape[:2]
+    shape = getattr(getattr(result, "metadata", None), "image_shape", None)
+    if shape is not None and tuple(shape) != (h, w):
+        raise ValueError(
+            f"result is for an image of (height, width) {tuple(shape)}, but the image is {(h, w)}"
+        )
+    lw = line_width or max(1, round((h + w) / 400))
+    if isinstance(result, SemanticMask):
+        colors = np.stack([np.array(color_for(i), np.uint8) for i in range(max(1, len(result.class_names)))])
+        overlay = colors[np.clip(result.label_map, 0, len(colors) - 1)]
+        arr = _blend(arr, overlay, result.label_map > 0, mask_alpha)
+        img = Image.fromarray(arr)
+        _legend(
+            ImageDraw.Draw(img),
+            [
+                (n, color_for(result.class_names.index(n)))
+                for n in result.present_classes()
+                if n in result.class_names
+            ],
+            lw,
+        )
+        return img
+    if isinstance(result, (InstanceMasks, PromptMasks)):
+        for i, m in enumerate(result.mask):
+            cid = (
+                int(result.class_id[i]) if isinstance(result, InstanceMasks) else int(result.prompt_index[i])
+            )
+            arr = _blend(arr, np.array(color_for(cid), np.uint8), m, mask_alpha)
+    img = Image.fromarray(arr)
+    draw = ImageDraw.Draw(img)
+    if isinstance(result, Detections):
+        for det in result:
+            color = color_for(det.class_id)
+            draw.rectangle(det.xyxy, outline=color, width=lw)
+            _label(draw, f"{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color)
+    elif isinstance(result, PromptMasks):
+        for x, y in result.metadata.model_extra.get("points", []) if result.metadata.model_extra else []:
+            r = 2 + lw * 2
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(0, 255, 0), outline=(255, 255, 255), width=lw)
+        for box in result.metadata.model_extra.get("boxes", []) if result.metadata.model_extra else []:
+            draw.rectangle(tuple(box), outline=(0, 255, 0), width=lw)
+    elif isinstance(result, Classifications):
+        _legend(draw, [(f"{n} {c:.2f}", color_for(i)) for i, n, c in result], lw)
+    elif not isinstance(result, (InstanceMasks, PromptMasks)):
+        raise TypeError(f"cannot draw an object of type {type(result).__name__}; expected a visionkit result")
+    return img
+
+
+def _blend(arr: np.ndarray, color: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
+    out = arr.astype(np.float32)
+    col = np.broadcast_to(color, arr.shape).astype(np.float32)
+    out[where] = (1 - alpha) * out[where] + alpha * col[where]
+    return out.round().astype(np.uint8)
+
+
+def _label(
+    draw: ImageDraw.ImageDraw, text: str, xy: tuple[float, float], color: tuple[int, int, int]
+) -> None:
+    font = ImageFont.load_default()
+    x, y = xy
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    th = bottom - top + 4
+    y0 = y - th if y - th >= 0 else y
+    draw.rectangle((x, y0, x + right - left + 4, y0 + th), fill=color)
+    draw.text((x + 2, y0 + 1), text, fill=(255, 255, 255), font=font)
+
+
+def _legend(draw: ImageDraw.ImageDraw, items: list[tuple[str, tuple[int, int, int]]], lw: int) -> None:
+    for row, (text, color) in enumerate(items[:10]):
+        _label(draw, text, (4, 4 + row * 14), color)

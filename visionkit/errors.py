@@ -1,0 +1,146 @@
+"""Every exception visionkit raises on purpose.
+
+Hierarchy::
+
+    VisionKitError
+    ├── UnknownBackendError (LookupError)      no backend by that name or alias
+    ├── DuplicateBackendError                  two plugins registered the same name
+    ├── BackendUnavailableError (ImportError)  a backend's optional dependency is missing
+    ├── PluginLoadError                        a plugin failed to import or register (reported, not raised by load)
+    ├── TaskNotSupportedError                  the backend does not do the requested task
+    ├── InvalidOptionError (ValueError)        unknown or invalid backend option / precision / device
+    ├── WeightsNotFoundError (FileNotFoundError) nothing found where weights were looked for
+    ├── InvalidImageError (ValueError)         an input that is not a usable image
+    ├── InvalidPromptError (ValueError)        a prompt (points, boxes, masks) that cannot be used
+    └── BackendError (RuntimeError)            the underlying library failed; the cause is chained
+
+Messages are one sentence naming the offending value, then what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "DuplicateBackendError",
+    "InvalidImageError",
+    "InvalidOptionError",
+    "InvalidPromptError",
+    "PluginLoadError",
+    "TaskNotSupportedError",
+    "UnknownBackendError",
+    "VisionKitError",
+    "WeightsNotFoundError",
+]
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``word`` (for "did you mean" hints)."""
+    return difflib.get_close_matches(word, sorted(set(candidates)), n=n, cutoff=0.6)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    matches = close_matches(word, candidates)
+    return f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+class VisionKitError(Exception):
+    """Base class of every error visionkit raises on purpose."""
+
+
+class UnknownBackendError(VisionKitError, LookupError):
+    """No registered backend has this name or alias."""
+
+    def __init__(self, name: str, known: Sequence[str], hint: str | None = None) -> None:
+        self.name = name
+        self.known = sorted(known)
+        listing = ", ".join(self.known) if self.known else "(none: no visionkit plugin is installed)"
+        msg = f"Unknown backend {name!r}.{_did_you_mean(name, self.known)} Known backends: {listing}."
+        msg += " " + (hint or "Install a plugin that provides it, e.g. `pip install visionkit-<name>`.")
+        super().__init__(msg)
+
+
+class DuplicateBackendError(VisionKitError):
+    """Two plugins registered the same backend name or alias."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name, self.first, self.second = name, first, second
+        super().__init__(
+            f"Backend name {name!r} is registered by two plugins: {first!r} and {second!r}. "
+            "Uninstall one of them, or disable one with VISIONKIT_DISABLE_PLUGINS."
+        )
+
+
+class BackendUnavailableError(VisionKitError, ImportError):
+    """A backend's optional dependency is not installed."""
+
+    def __init__(self, backend: str, missing: Sequence[str], install_hint: str | None) -> None:
+        self.backend, self.missing = backend, list(missing)
+        hint = install_hint or f"pip install {' '.join(self.missing)}"
+        super().__init__(
+            f"Backend {backend!r} needs {', '.join(repr(m) for m in self.missing)}, which is not installed. "
+            f"Install it with: {hint}"
+        )
+
+
+class PluginLoadError(VisionKitError):
+    """A plugin could not be imported or its hook raised; other plugins are unaffected."""
+
+    def __init__(self, plugin: str, distribution: str | None, cause: BaseException) -> None:
+        self.plugin, self.distribution, self.cause = plugin, distribution, cause
+        where = f" (from distribution {distribution!r})" if distribution else ""
+        super().__init__(f"Plugin {plugin!r}{where} failed to load: {type(cause).__name__}: {cause}")
+
+
+class TaskNotSupportedError(VisionKitError):
+    """The backend was asked for a task it does not perform."""
+
+    def __init__(self, backend: str, task: str, supported: Sequence[str]) -> None:
+        self.backend, self.task, self.supported = backend, task, list(supported)
+        super().__init__(
+            f"Backend {backend!r} does not do task {task!r}; it supports: {', '.join(self.supported)}. "
+            f"Use `visionkit.list_backends(task={task!r})` to find one that does."
+        )
+
+
+class InvalidOptionError(VisionKitError, ValueError):
+    """An option passed to a backend is unknown or has an invalid value."""
+
+
+def unknown_option_error(backend: str, key: str, valid: Sequence[str]) -> InvalidOptionError:
+    """Build the error for an option name a backend does not know."""
+    listing = ", ".join(sorted(valid)) or "(this backend takes no options)"
+    return InvalidOptionError(
+        f"Unknown option {key!r} for backend {backend!r}.{_did_you_mean(key, valid)} Valid options: {listing}."
+    )
+
+
+class WeightsNotFoundError(VisionKitError, FileNotFoundError):
+    """Weights were not found in any of the places visionkit looked."""
+
+    def __init__(self, weights: str, looked: Sequence[str], hint: str | None = None) -> None:
+        self.weights, self.looked = weights, list(looked)
+        places = "\n".join(f"  - {p}" for p in self.looked)
+        msg = (
+            f"Weights {weights!r} not found. Looked in:\n{places}\n"
+            f"Put the file in a directory listed in VISIONKIT_WEIGHTS (e.g. `export VISIONKIT_WEIGHTS=~/weights`), "
+            f"pass an explicit path with weights='/path/to/{weights}', or go online so it can be downloaded."
+        )
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg)
+
+
+class InvalidImageError(VisionKitError, ValueError):
+    """An input is not an image visionkit can use; the message says what was received."""
+
+
+class InvalidPromptError(VisionKitError, ValueError):
+    """A segmentation prompt (points, labels, boxes, mask) is malformed or out of bounds."""
+
+
+class BackendError(VisionKitError, RuntimeError):
+    """The underlying model library failed; the original exception is chained as ``__cause__``."""
