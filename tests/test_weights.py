@@ -27,7 +27,8 @@ def test_weights_dirs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_download_is_last_and_skipped_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VISIONKIT_WEIGHTS", raising=False)
+    for var in ("VISIONKIT_WEIGHTS", "VISIONKIT_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     target = tmp_path / "dl.pt"
     target.write_bytes(b"x")
     assert resolve_weights("dl-name.pt", download=lambda name: target) == target

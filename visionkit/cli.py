@@ -16,7 +16,7 @@ from typing import Any
 
 from visionkit.errors import InvalidOptionError, VisionKitError
 from visionkit.protocols import Task
-from visionkit.registry import BackendSpec, get_registry
+from visionkit.registry import get_registry, import_string
 
 __all__ = ["main"]
 
@@ -97,9 +97,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     spec = reg.get(args.name)
     info = spec.to_dict()
     if spec.options:
-        model = reg.resolve_factory(
-            BackendSpec(name=spec.name, factory=spec.options, tasks=spec.tasks, install=spec.install)
-        )
+        model = import_string(spec.options, owner=spec.name, install=spec.install, plugin=spec.plugin)
         info["options"] = {
             k: {"default": repr(f.default), "description": f.description or ""}
             for k, f in model.model_fields.items()
@@ -217,8 +215,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         runtime_options["calib"] = args.calib
     if args.max_drop is not None:
         runtime_options["max_drop"] = args.max_drop
-    exporter = reg.resolve_factory(
-        BackendSpec(name=rt.name, factory=rt.exporter, tasks=spec.tasks, install=rt.install)  # type: ignore[arg-type]
+    exporter = (
+        rt.exporter
+        if callable(rt.exporter)
+        else import_string(rt.exporter or "", owner=rt.name, install=rt.install)
     )
     report = exporter(backend, precision=args.precision, output=args.output, **runtime_options)
     print(json.dumps(report, indent=2, default=str))

@@ -66,7 +66,7 @@ def as_batch(images: ImageInput | Sequence[ImageInput]) -> tuple[list[ImageInput
         return list(images), False
     if (isinstance(images, np.ndarray) or _is_torch_tensor(images)) and getattr(images, "ndim", 0) == 4:
         raise InvalidImageError(
-            f"Received a 4-D array of shape {tuple(images.shape)}; pass a batch as a list of images "
+            f"Received a 4-D array of shape {tuple(getattr(images, 'shape', ()))}; pass a batch as a list of images "
             "(e.g. `list(batch)`) so each image's layout is unambiguous."
         )
     return [images], True

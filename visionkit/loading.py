@@ -15,7 +15,7 @@ from visionkit.errors import (
     VisionKitError,
 )
 from visionkit.protocols import Task
-from visionkit.registry import BackendSpec, Registry, RuntimeSpec, get_registry
+from visionkit.registry import BackendSpec, Registry, RuntimeSpec, get_registry, import_string
 
 __all__ = ["DEFAULT", "load"]
 
@@ -68,7 +68,7 @@ def load(
     missing = spec.missing()
     if missing:
         raise BackendUnavailableError(spec.name, missing, spec.install)
-    _check_options_early(spec, reg, options)
+    _check_options_early(spec, options)
     factory = reg.resolve_factory(spec)
     resolved_weights = spec.default_weights if weights == DEFAULT else weights
     native_precision = "fp32" if rt is not None else precision
@@ -88,7 +88,7 @@ def load(
         missing = rt.missing()
         if missing:
             raise BackendUnavailableError(f"{spec.name} on {rt.name}", missing, rt.install)
-        wrap = reg.resolve_factory(rt)  # type: ignore[arg-type]
+        wrap = reg.resolve_factory(rt)
         backend = wrap(backend, precision=precision, **(runtime_options or {}))
     return backend
 
@@ -121,13 +121,8 @@ def _pick_runtime(
     )
 
 
-def _check_options_early(spec: BackendSpec, reg: Registry, options: dict[str, Any]) -> None:
+def _check_options_early(spec: BackendSpec, options: dict[str, Any]) -> None:
     """Validate options before heavy imports when the plugin points at a light options model."""
-    if not spec.options:
-        return
-    model = reg.resolve_factory(
-        BackendSpec(
-            name=spec.name, factory=spec.options, tasks=spec.tasks, install=spec.install, plugin=spec.plugin
-        )
-    )
-    parse_options(model, options, spec.name)
+    if spec.options:
+        model = import_string(spec.options, owner=spec.name, install=spec.install, plugin=spec.plugin)
+        parse_options(model, options, spec.name)

@@ -41,6 +41,7 @@ __all__ = [
     "Registry",
     "RuntimeSpec",
     "get_registry",
+    "import_string",
     "list_backends",
     "reset_registry",
 ]
@@ -244,8 +245,7 @@ class Registry:
         for src in sources:
             self._load_source(src)
         for i, obj in enumerate(plugins):
-            name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}"
-            self._load_source(_Source(name, lambda obj=obj: obj, None))
+            self.add_plugin(obj, getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}")
 
     # -- loading --------------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str | None = None) -> None:
@@ -349,23 +349,26 @@ class Registry:
         """Names claimed by two plugins."""
         return list(self._conflicts.values())
 
-    def resolve_factory(self, spec: BackendSpec) -> Callable[..., Any]:
+    def resolve_factory(self, spec: BackendSpec | RuntimeSpec) -> Callable[..., Any]:
         """Import the factory of ``spec``; a missing dependency becomes :class:`BackendUnavailableError`."""
         if callable(spec.factory):
             return spec.factory
-        module_name, _, attr = spec.factory.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or module_name
-            raise BackendUnavailableError(spec.name, [missing], spec.install) from exc
-        try:
-            obj: Any = module
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise PluginLoadError(spec.plugin, spec.distribution, exc) from exc
-        return obj  # type: ignore[no-any-return]
+        return import_string(spec.factory, owner=spec.name, install=spec.install, plugin=spec.plugin)
+
+
+def import_string(path: str, *, owner: str, install: str | None = None, plugin: str = "") -> Any:
+    """Import ``"module:attr.sub"``; a missing module becomes :class:`BackendUnavailableError` for ``owner``."""
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailableError(owner, [exc.name or module_name], install) from exc
+    try:
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise PluginLoadError(plugin or owner, None, exc) from exc
+    return obj
 
 
 def _make_spec(
