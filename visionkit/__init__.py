@@ -35,6 +35,7 @@ from visionkit.errors import (
 from visionkit.hookspecs import hookimpl
 from visionkit.images import ImageInput, load_image
 from visionkit.loading import DEFAULT, load
+from visionkit.pipeline import DetectThenSegment, pipeline
 from visionkit.protocols import (
     Classifier,
     Detector,
@@ -69,6 +70,7 @@ __all__ = [
     "Classifier",
     "Classifies",
     "Detection",
+    "DetectThenSegment",
     "Detections",
     "Detector",
     "Detects",
@@ -99,5 +101,6 @@ __all__ = [
     "list_backends",
     "load",
     "load_image",
+    "pipeline",
     "resolve_weights",
 ]

@@ -1,0 +1,506 @@
+"""SAM and MobileSAM as visionkit backends: prompt segmentation with cached image embeddings.
+
+Stages (the :class:`visionkit.Backend` contract), with the heavy encoder separate from the light decoder::
+
+    image  → preprocess  → resize longest side to image_size (PIL, as SamPredictor), normalise, pad
+           → forward     → image encoder → (1, 256, image_size/16, image_size/16) embedding   [cached]
+    prompt → decode      → prompt encoder + mask decoder, all prompts of a call in ONE batch
+           → postprocess → masks at the original resolution, predicted IoU, low-res logits
+
+``embed(image)`` runs the first two stages and returns a :class:`SamEmbedding` handle that
+``segment_prompt`` accepts in place of the image. Without a handle, a small thread-safe LRU keyed by
+a hash of the decoded pixels gives the same saving: repeated prompts on the same array or file run
+the encoder once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from visionkit import (
+    Backend,
+    BackendOptions,
+    Batch,
+    InstanceMasks,
+    InvalidOptionError,
+    InvalidPromptError,
+    PromptMasks,
+    ResultMeta,
+    SegmentsInstances,
+    Task,
+    load_image,
+)
+from visionkit.export import ExportSpec
+from visionkit.images import as_batch
+from visionkit_sam._model import ModelConfig, load_model
+from visionkit_sam._options import MobileSamOptions, SamAutoOptions, SamOptions
+from visionkit_sam._prompts import Prompts, parse_prompts
+
+__all__ = [
+    "EmbeddingCache",
+    "MobileSamBackend",
+    "SamAutoBackend",
+    "SamBackend",
+    "SamEmbedding",
+]
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of a decoded image: equal pixels (same array, same file) give the same key."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(image.shape).encode())
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class SamEmbedding:
+    """An image already run through the encoder; pass it to ``segment_prompt`` in place of the image.
+
+    Attributes:
+        features: ``(1, 256, s, s)`` image embedding (``s = image_size // 16``).
+        original_size: ``(height, width)`` of the input image.
+        input_size: ``(height, width)`` of the resized image inside the padded encoder input.
+        key: content hash of the image pixels.
+        owner: identifies the model that made it; another model's handle is refused.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    key: str
+    owner: int
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the input image."""
+        return self.original_size
+
+    def __repr__(self) -> str:
+        return f"SamEmbedding(image_shape={self.original_size}, features={tuple(self.features.shape)}, key={self.key[:8]})"
+
+
+class EmbeddingCache:
+    """A bounded, thread-safe LRU of image embeddings keyed by image content.
+
+    Concurrent requests for the same image wait for the first one's encoder run instead of
+    running the encoder again. ``maxsize=0`` disables caching.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[str, SamEmbedding] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: str, compute: Callable[[], SamEmbedding]) -> tuple[SamEmbedding, bool]:
+        """Return ``(embedding, was_cached)``, running ``compute`` only on a miss."""
+        if self.maxsize == 0:
+            with self._lock:
+                self.misses += 1
+            return compute(), False
+        while True:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    self.hits += 1
+                    return self._data[key], True
+                event = self._inflight.get(key)
+                if event is None:
+                    event = self._inflight[key] = threading.Event()
+                    self.misses += 1
+                    break
+            # Another thread is encoding this image: wait, then look again (it may have failed).
+            event.wait()
+        try:
+            value = compute()
+            with self._lock:
+                self._data[key] = value
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+            return value, False
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            event.set()
+
+    def clear(self) -> None:
+        """Drop every cached embedding and reset the counters."""
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+    def info(self) -> dict[str, int]:
+        """``hits``, ``misses``, ``size`` and ``maxsize``."""
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "size": len(self._data),
+                "maxsize": self.maxsize,
+            }
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# -- shared model holder --------------------------------------------------------------------------------
+class _SamModelMixin:
+    """Loads the network and runs the encoder stages; shared by the prompt and automatic backends."""
+
+    random_default: ClassVar[str] = "tiny"
+    model: Any
+    config: ModelConfig
+    torch_device: torch.device
+
+    def _init_model(self, weights: Any, precision: str, options: Any) -> None:
+        if precision != "fp32":
+            raise InvalidOptionError(
+                f"Backend {self.name!r} runs natively in fp32 only, but got precision {precision!r}; "  # type: ignore[attr-defined]
+                "other precisions come from a runtime plugin (e.g. visionkit-onnx)."
+            )
+        model, cfg, fingerprint = load_model(
+            weights,
+            model_type=options.model_type,
+            image_size=options.image_size,
+            random_default=self.random_default,
+        )
+        self.torch_device = _device(self.device)  # type: ignore[attr-defined]
+        self.model = model.to(self.torch_device)
+        self.config = cfg
+        self.model_type = cfg.model_type
+        self.fingerprint = fingerprint
+        self.transform = ResizeLongestSide(cfg.image_size)
+
+
+class SamBackend(_SamModelMixin, Backend[SamOptions]):
+    """Promptable segmentation with SAM (vit_b / vit_l / vit_h checkpoints, or MobileSAM's)."""
+
+    name = "sam"
+    tasks = (Task.SEGMENT_PROMPT,)
+    Options: ClassVar[type[BackendOptions]] = SamOptions
+
+    def __init__(
+        self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
+    ) -> None:
+        super().__init__(weights=weights, device=device, precision=precision, **options)
+        self._init_model(weights, precision, self.options)
+        self.cache = EmbeddingCache(self.options.cache_size)
+        self._owner = id(self.model)
+
+    # -- encoder stages ---------------------------------------------------------------------------
+    def preprocess(
+        self, images: list[np.ndarray], options: SamOptions, keys: list[str] | None = None
+    ) -> Batch[SamOptions]:
+        """Resize (longest side, PIL, exactly as ``SamPredictor.set_image``), normalise, pad to a square.
+
+        ``keys`` are the images' content hashes when the caller already has them.
+        """
+        tensors, metas = [], []
+        for i, image in enumerate(images):
+            resized = self.transform.apply_image(image)
+            x = torch.as_tensor(resized, device=self.torch_device).permute(2, 0, 1).contiguous()[None]
+            metas.append(
+                {
+                    "original_size": tuple(image.shape[:2]),
+                    "input_size": tuple(x.shape[-2:]),
+                    "key": keys[i] if keys else image_key(image),
+                }
+            )
+            tensors.append(self.model.preprocess(x))
+        return Batch(images, torch.cat(tensors), metas, options)
+
+    def forward(self, inputs: Any) -> Any:
+        """The image encoder: ``(B, 3, S, S)`` → ``(B, 256, S/16, S/16)``."""
+        with torch.inference_mode():
+            return self.model.image_encoder(inputs)
+
+    def postprocess(self, outputs: Any, batch: Batch[SamOptions], task: Task) -> list[Any]:
+        """One :class:`SamEmbedding` per image (the decoder runs later, per prompt)."""
+        out = torch.as_tensor(outputs, device=self.torch_device)
+        return [
+            SamEmbedding(out[i : i + 1], m["original_size"], m["input_size"], m["key"], self._owner)
+            for i, m in enumerate(batch.metas)
+        ]
+
+    def _encode(self, image: np.ndarray, key: str) -> SamEmbedding:
+        t0 = time.perf_counter()
+        batch = self.preprocess([image], self.options, [key])
+        t1 = time.perf_counter()
+        raw = self.forward(batch.inputs)
+        t2 = time.perf_counter()
+        emb = self.postprocess(raw, batch, Task.SEGMENT_PROMPT)[0]
+        self._stage_ms = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3}
+        return emb
+
+    def embed(self, images: Any) -> Any:
+        """Run the encoder (or reuse the cache) and return a :class:`SamEmbedding` per image.
+
+        Args:
+            images: one image (path, PIL, array, tensor ...) or a list of them.
+
+        Returns:
+            One handle for one image, a list for a list. Pass a handle to :meth:`segment_prompt` in
+            place of the image to decode any number of prompts without re-running the encoder.
+        """
+        inputs, single = as_batch(images)
+        out = [self._embedding(x)[0] for x in inputs]
+        return out[0] if single else out
+
+    def _embedding(self, image: Any) -> tuple[SamEmbedding, bool]:
+        if isinstance(image, SamEmbedding):
+            if image.owner != self._owner:
+                raise InvalidPromptError(
+                    "The SamEmbedding was made by another model; embed the image with this backend's embed()."
+                )
+            return image, True
+        array = load_image(image)
+        self._stage_ms = {"preprocess": 0.0, "forward": 0.0}
+        key = image_key(array)
+        return self.cache.get_or_compute(key, lambda: self._encode(array, key))
+
+    def cache_info(self) -> dict[str, int]:
+        """Embedding cache counters: ``hits``, ``misses``, ``size``, ``maxsize``."""
+        return self.cache.info()
+
+    def clear_cache(self) -> None:
+        """Forget every cached image embedding."""
+        self.cache.clear()
+
+    # -- decoder --------------------------------------------------------------------------------------
+    def decode(self, embedding: SamEmbedding, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for all prompts at once: ``(low_res (b,k,s,s), iou (b,k))``.
+
+        Mirrors ``SamPredictor.predict_torch``; the image embedding is shared by the batch.
+        """
+        dev = self.torch_device
+        size = embedding.original_size
+        points = boxes = masks = None
+        if prompts.points is not None:
+            coords = self.transform.apply_coords(prompts.points, size)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float, device=dev),
+                torch.as_tensor(prompts.labels, dtype=torch.int, device=dev),
+            )
+        if prompts.boxes is not None:
+            boxes = torch.as_tensor(
+                self.transform.apply_boxes(prompts.boxes, size), dtype=torch.float, device=dev
+            )
+        if prompts.mask_input is not None:
+            masks = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=dev)
+        with torch.inference_mode():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=prompts.multimask,
+            )
+        return low_res, iou
+
+    def segment_prompt(
+        self,
+        image: Any,
+        *,
+        points: Any = None,
+        labels: Any = None,
+        boxes: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool | None = None,
+    ) -> PromptMasks:
+        """Segment what points, boxes and/or a previous mask point at.
+
+        Args:
+            image: an image (path, PIL, array, tensor ...) or a :class:`SamEmbedding` from :meth:`embed`.
+            points: ``(n, 2)`` clicks forming ONE prompt, or ``(b, n, 2)`` for b prompts; pixels ``x, y``.
+            labels: 1 (foreground) / 0 (background) per point; default all 1.
+            boxes: ``(b, 4)`` ``x1, y1, x2, y2``: one prompt per box, decoded in one batch.
+                ``(n, 2)`` points are shared by every box; ``(b, n, 2)`` points pair with the boxes.
+            mask_input: low-resolution logits from a previous result (``result.logits[i]``) to refine.
+            multimask_output: 3 ranked masks per prompt. Default (None, or the load-time option):
+                True only for one prompt made of points only (ambiguous); False otherwise.
+
+        Returns:
+            :class:`visionkit.PromptMasks`: boolean masks at the image's resolution, ``score`` = SAM's
+            predicted IoU (best first within each prompt), ``prompt_index``, ``logits`` (n, S/4, S/4).
+
+        Raises:
+            InvalidPromptError: see :func:`visionkit_sam._prompts.parse_prompts`.
+            InvalidImageError: the image cannot be read.
+        """
+        t0 = time.perf_counter()
+        embedding, cached = self._embedding(image)
+        t1 = time.perf_counter()
+        multi = self.options.multimask_output if multimask_output is None else multimask_output
+        prompts = parse_prompts(
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multi,
+            image_shape=embedding.original_size,
+            low_res_size=self.config.low_res_size,
+        )
+        low_res, iou = self.decode(embedding, prompts)
+        t2 = time.perf_counter()
+        result = self._to_result(embedding, prompts, low_res, iou)
+        t3 = time.perf_counter()
+        stages = getattr(self, "_stage_ms", {}) if not cached else {"preprocess": 0.0, "forward": 0.0}
+        self.last_timing = {
+            "preprocess": stages.get("preprocess", 0.0),
+            "forward": stages.get("forward", 0.0),
+            "embed_total": (t1 - t0) * 1e3,
+            "decode": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "cache_hit": float(cached),
+        }
+        return result
+
+    def _to_result(
+        self, emb: SamEmbedding, prompts: Prompts, low_res: torch.Tensor, iou: torch.Tensor
+    ) -> PromptMasks:
+        with torch.inference_mode():
+            upscaled = self.model.postprocess_masks(low_res, emb.input_size, emb.original_size)
+        # Best first within each prompt (SamPredictor returns the decoder's token order).
+        order = torch.argsort(iou, dim=1, descending=True, stable=True)
+        take = order[..., None, None].expand(-1, -1, *upscaled.shape[-2:])
+        masks = torch.gather(upscaled, 1, take) > self.options.mask_threshold
+        logits = torch.gather(low_res, 1, order[..., None, None].expand(-1, -1, *low_res.shape[-2:]))
+        scores = torch.gather(iou, 1, order)
+        b, k = scores.shape
+        h, w = emb.original_size
+        return PromptMasks(
+            mask=masks.reshape(b * k, h, w).cpu().numpy(),
+            score=scores.reshape(-1).float().cpu().numpy(),
+            prompt_index=np.repeat(np.arange(b, dtype=np.int64), k),
+            logits=logits.reshape(b * k, *low_res.shape[-2:]).float().cpu().numpy(),
+            metadata=ResultMeta(
+                image_shape=(h, w),
+                backend=self.name,
+                model_type=self.model_type,
+                multimask_output=prompts.multimask,
+            ),
+        )
+
+    def export_spec(self) -> ExportSpec:
+        """The image encoder (the heavy, cacheable part) for another runtime; the decoder stays in torch."""
+        s = self.config.image_size
+        return ExportSpec(
+            module=self.model.image_encoder.eval(),
+            example_inputs=(torch.zeros(1, 3, s, s, device=self.torch_device),),
+            input_names=["images"],
+            output_names=["image_embeddings"],
+            key=f"{self.name}-encoder-{self.fingerprint}",
+            dynamic_axes={"images": {0: "batch"}, "image_embeddings": {0: "batch"}},
+        )
+
+
+class MobileSamBackend(SamBackend):
+    """Promptable segmentation with MobileSAM: TinyViT encoder, SAM's prompt encoder and mask decoder."""
+
+    name = "mobile-sam"
+    Options: ClassVar[type[BackendOptions]] = MobileSamOptions
+    random_default = "tiny_vit_t"
+
+
+class SamAutoBackend(_SamModelMixin, Backend[SamAutoOptions], SegmentsInstances):
+    """'Segment everything': SAM prompted by a grid of points (``SamAutomaticMaskGenerator``)."""
+
+    name = "sam-auto"
+    tasks = (Task.SEGMENT_INSTANCES,)
+    Options: ClassVar[type[BackendOptions]] = SamAutoOptions
+
+    def __init__(
+        self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
+    ) -> None:
+        super().__init__(weights=weights, device=device, precision=precision, **options)
+        self._init_model(weights, precision, self.options)
+
+    def preprocess(self, images: list[np.ndarray], options: SamAutoOptions) -> Batch[SamAutoOptions]:
+        """The generator resizes and crops itself; pass the images through."""
+        from segment_anything import SamAutomaticMaskGenerator
+
+        generator = SamAutomaticMaskGenerator(
+            self.model,
+            points_per_side=options.points_per_side,
+            points_per_batch=options.points_per_batch,
+            pred_iou_thresh=options.pred_iou_thresh,
+            stability_score_thresh=options.stability_score_thresh,
+            stability_score_offset=options.stability_score_offset,
+            box_nms_thresh=options.box_nms_thresh,
+            crop_n_layers=options.crop_n_layers,
+            min_mask_region_area=options.min_mask_region_area,
+            output_mode="binary_mask",
+        )
+        generator.predictor.model.mask_threshold = options.mask_threshold
+        return Batch(images, {"generator": generator, "images": images}, [{} for _ in images], options)
+
+    def forward(self, inputs: Any) -> Any:
+        """Run the generator (encoder, then the point grid through the decoder) on each image."""
+        with torch.inference_mode():
+            return [inputs["generator"].generate(image) for image in inputs["images"]]
+
+    def postprocess(self, outputs: Any, batch: Batch[SamAutoOptions], task: Task) -> list[Any]:
+        """Convert the generator's records to :class:`visionkit.InstanceMasks`, best first."""
+        return [
+            self._to_instances(records, image) for records, image in zip(outputs, batch.images, strict=True)
+        ]
+
+    def _to_instances(self, records: Sequence[dict[str, Any]], image: np.ndarray) -> InstanceMasks:
+        h, w = image.shape[:2]
+        meta = {"model_type": self.model_type, "label_space": "class-agnostic"}
+        if not records:
+            return InstanceMasks.empty((h, w), backend=self.name, **meta)
+        records = sorted(records, key=lambda r: -float(r["predicted_iou"]))
+        # bbox is XYWH of the mask's extreme pixels; +1 makes x2/y2 the exclusive pixel edge.
+        xywh = np.asarray([r["bbox"] for r in records], np.float32)
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] + 1], axis=1)
+        xyxy = np.minimum(xyxy, np.array([w, h, w, h], np.float32))
+        iou = np.asarray([r["predicted_iou"] for r in records], np.float32)
+        return InstanceMasks(
+            xyxy=xyxy,
+            confidence=np.clip(iou, 0.0, 1.0),
+            class_id=np.zeros(len(records), np.int64),
+            class_name=("object",) * len(records),
+            mask=np.asarray([r["segmentation"] for r in records], bool).reshape(-1, h, w),
+            data={
+                "predicted_iou": iou,
+                "stability_score": np.asarray([r["stability_score"] for r in records], np.float32),
+                "area": np.asarray([r["area"] for r in records], np.int64),
+            },
+            metadata=ResultMeta(image_shape=(h, w), backend=self.name, **meta),
+        )
+
+
+def load_sam(**kwargs: Any) -> SamBackend:
+    """Factory of the ``sam`` backend."""
+    return SamBackend(**kwargs)
+
+
+def load_mobile_sam(**kwargs: Any) -> MobileSamBackend:
+    """Factory of the ``mobile-sam`` backend."""
+    return MobileSamBackend(**kwargs)
+
+
+def load_sam_auto(**kwargs: Any) -> SamAutoBackend:
+    """Factory of the ``sam-auto`` backend."""
+    return SamAutoBackend(**kwargs)

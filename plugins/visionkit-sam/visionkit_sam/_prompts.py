@@ -1,0 +1,181 @@
+"""Checking and normalising SAM prompts (numpy only, so it is cheap to test exhaustively).
+
+Prompt grammar, in the input image's pixels:
+
+- ``points`` ``(n, 2)`` with ``labels`` ``(n,)``: ONE prompt made of n clicks (1 = foreground,
+  0 = background). ``(b, n, 2)`` with labels ``(b, n)``: b prompts of n clicks each.
+- ``boxes`` ``(b, 4)`` ``x1, y1, x2, y2``: b prompts, one per box. With boxes, ``(n, 2)`` points are
+  shared by every box; ``(b, n, 2)`` points are paired with the boxes one to one.
+- ``mask_input`` ``(h, w)``, ``(1, h, w)``, ``(b, h, w)`` or ``(b, 1, h, w)`` low-resolution logits of a
+  previous call (``PromptMasks.logits``), one for all prompts or one per prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from visionkit import InvalidPromptError
+
+__all__ = ["Prompts", "parse_prompts"]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Validated prompts, batched: every array's first axis is the prompt index.
+
+    Attributes:
+        points: ``(b, n, 2)`` float64 pixel coordinates, or None.
+        labels: ``(b, n)`` int64 labels, or None.
+        boxes: ``(b, 4)`` float64 boxes, or None.
+        mask_input: ``(b, 1, h, w)`` float32 logits, or None.
+        count: number of prompts ``b``.
+        multimask: whether each prompt returns 3 ranked masks (else 1).
+    """
+
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    boxes: np.ndarray | None
+    mask_input: np.ndarray | None
+    count: int
+    multimask: bool
+
+
+def _array(value: Any, what: str, dtype: type) -> np.ndarray:
+    try:
+        arr: np.ndarray = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPromptError(f"{what} must be numbers, but got {value!r} ({exc}).") from None
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise InvalidPromptError(f"{what} must be finite, but got NaN or inf in {arr.tolist()!r}.")
+    return arr
+
+
+def _points(points: Any, labels: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Return ``(points (b,n,2), labels (b,n), grouped)``; grouped means points were given as (b,n,2)."""
+    pts = _array(points, "points", np.float64)
+    if pts.ndim == 1 and pts.shape == (2,):
+        pts = pts[None]
+    if pts.ndim not in (2, 3) or pts.shape[-1] != 2:
+        raise InvalidPromptError(
+            f"points must have shape (n, 2) for one prompt or (b, n, 2) for b prompts, but got shape {pts.shape}."
+        )
+    grouped = pts.ndim == 3
+    if labels is None:
+        lab = np.ones(pts.shape[:-1], np.int64)
+    else:
+        raw = _array(labels, "labels", np.float64)
+        if raw.shape != pts.shape[:-1]:
+            raise InvalidPromptError(
+                f"labels must have shape {pts.shape[:-1]} (one per point), but got shape {raw.shape}."
+            )
+        if not np.isin(raw, (0, 1)).all():
+            bad = sorted(set(raw[~np.isin(raw, (0, 1))].tolist()))
+            raise InvalidPromptError(f"labels must be 1 (foreground) or 0 (background), but got {bad}.")
+        lab = raw.astype(np.int64)
+    flat = pts.reshape(-1, 2)
+    outside = (flat[:, 0] < 0) | (flat[:, 0] >= width) | (flat[:, 1] < 0) | (flat[:, 1] >= height)
+    if outside.any():
+        raise InvalidPromptError(
+            f"points {flat[outside][:5].tolist()} fall outside the image of width {width} and height {height} "
+            "(x must be in [0, width), y in [0, height))."
+        )
+    return (pts if grouped else pts[None]), (lab if grouped else lab[None]), grouped
+
+
+def _boxes(boxes: Any, height: int, width: int) -> np.ndarray:
+    bxs = _array(boxes, "boxes", np.float64)
+    if bxs.shape == (4,):
+        bxs = bxs[None]
+    if bxs.ndim != 2 or bxs.shape[1] != 4:
+        raise InvalidPromptError(
+            f"boxes must have shape (b, 4) as x1, y1, x2, y2, but got shape {bxs.shape}."
+        )
+    inverted = (bxs[:, 2] < bxs[:, 0]) | (bxs[:, 3] < bxs[:, 1])
+    if inverted.any():
+        raise InvalidPromptError(
+            f"boxes {bxs[inverted][:5].tolist()} must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1."
+        )
+    off = (bxs[:, 2] < 0) | (bxs[:, 0] > width) | (bxs[:, 3] < 0) | (bxs[:, 1] > height)
+    if off.any():
+        raise InvalidPromptError(
+            f"boxes {bxs[off][:5].tolist()} lie entirely outside the image of width {width} and height {height}."
+        )
+    # Boxes from detectors may overhang the border by a fraction of a pixel: clip rather than refuse.
+    return np.clip(bxs, 0, [width, height, width, height])
+
+
+def _mask_input(mask_input: Any, count: int, size: int) -> np.ndarray:
+    m = _array(mask_input, "mask_input", np.float32)
+    if m.ndim == 2:
+        m = m[None, None]
+    elif m.ndim == 3:
+        m = m[:, None]
+    if m.ndim != 4 or m.shape[1] != 1 or m.shape[2:] != (size, size):
+        raise InvalidPromptError(
+            f"mask_input must be low-resolution logits of shape ({size}, {size}), (1, {size}, {size}) or "
+            f"(b, {size}, {size}) as returned in PromptMasks.logits, but got shape {np.shape(mask_input)}."
+        )
+    if m.shape[0] not in (1, count):
+        raise InvalidPromptError(
+            f"mask_input holds {m.shape[0]} masks; give 1 (shared) or one per prompt ({count})."
+        )
+    return np.array(np.broadcast_to(m, (count, 1, size, size)), dtype=np.float32)  # writable copy for torch
+
+
+def parse_prompts(
+    *,
+    points: Any,
+    labels: Any,
+    boxes: Any,
+    mask_input: Any,
+    multimask_output: bool | None,
+    image_shape: tuple[int, int],
+    low_res_size: int,
+) -> Prompts:
+    """Validate prompts against an image of ``image_shape`` = (height, width) and batch them.
+
+    Multimask policy when ``multimask_output`` is None: exactly one prompt made of points only (no box,
+    no ``mask_input``) is ambiguous and gets 3 ranked masks; anything else gets one mask per prompt.
+
+    Raises:
+        InvalidPromptError: no prompt, wrong shapes, labels not 0/1, points outside the image, boxes
+            inverted or off the image, mask_input of the wrong size, prompt counts that do not pair up.
+    """
+    h, w = image_shape
+    if labels is not None and points is None:
+        raise InvalidPromptError("labels were given without points; labels say which points are foreground.")
+    has_points = points is not None and np.size(points) > 0
+    has_boxes = boxes is not None and np.size(boxes) > 0
+    if not has_points and not has_boxes:
+        if mask_input is not None:
+            raise InvalidPromptError(
+                "Received only mask_input; refine it with the points and/or boxes that produced it."
+            )
+        raise InvalidPromptError(
+            "Received no prompt: give points=[(x, y)] (with labels) and/or boxes=[(x1, y1, x2, y2)]."
+        )
+    pts = lab = bxs = None
+    grouped = False
+    if has_points:
+        pts, lab, grouped = _points(points, labels, h, w)
+    elif labels is not None and np.size(labels):
+        raise InvalidPromptError("labels were given without points; labels say which points are foreground.")
+    if has_boxes:
+        bxs = _boxes(boxes, h, w)
+    count = max(len(bxs) if bxs is not None else 0, len(pts) if pts is not None else 0)
+    if pts is not None and bxs is not None and len(pts) != len(bxs):
+        if grouped:
+            raise InvalidPromptError(
+                f"points of shape (b, n, 2) give {len(pts)} prompts but boxes give {len(bxs)}; pair them one "
+                "to one, or pass (n, 2) points to share them with every box."
+            )
+        pts = np.repeat(pts, len(bxs), axis=0)
+        lab = np.repeat(lab, len(bxs), axis=0)  # type: ignore[arg-type]
+    masks = None if mask_input is None else _mask_input(mask_input, count, low_res_size)
+    multi = (
+        (count == 1 and bxs is None and masks is None) if multimask_output is None else bool(multimask_output)
+    )
+    return Prompts(pts, lab, bxs, masks, count, multi)
