@@ -1,0 +1,98 @@
+"""Typed options of the transformers backends (pydantic only, so ``load`` can check them before importing torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+from typing_extensions import Self
+
+from visionkit import BackendOptions
+
+__all__ = [
+    "ClassificationOptions",
+    "DetectionOptions",
+    "HFOptions",
+    "PanopticOptions",
+    "SemanticOptions",
+]
+
+
+class HFOptions(BackendOptions):
+    """Options shared by every transformers backend.
+
+    The size options override the checkpoint's image processor for this backend (or one call). Which one
+    applies depends on the processor: DETR/YOLOS-style processors keep the aspect ratio and use
+    ``shortest_edge`` / ``longest_edge``; fixed-size processors (RT-DETR, SegFormer, ViT) use ``image_size``.
+    """
+
+    shortest_edge: int | None = Field(
+        None, ge=1, description="Resize so the short side is this many pixels (aspect kept; DETR: 800)."
+    )
+    longest_edge: int | None = Field(
+        None, ge=1, description="Cap on the long side after the shortest_edge resize (DETR: 1333)."
+    )
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="Resize to exactly (height, width) pixels, or a square of this size (RT-DETR: 640)."
+    )
+    id2label: dict[int, str] | None = Field(
+        None, description="Rename classes: {class_id: name}, merged over the checkpoint's id2label."
+    )
+    config: dict[str, Any] | None = Field(
+        None,
+        description="Only with weights=None: overrides for the tiny random-init config (e.g. {'num_labels': 3}).",
+    )
+
+    @model_validator(mode="after")
+    def _one_size_rule(self) -> Self:
+        if self.image_size is not None and (self.shortest_edge is not None or self.longest_edge is not None):
+            raise ValueError("give either image_size or shortest_edge/longest_edge, not both")
+        if isinstance(self.image_size, int) and self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1, but got {self.image_size}")
+        if isinstance(self.image_size, tuple) and min(self.image_size) < 1:
+            raise ValueError(f"image_size must be (height, width) >= 1, but got {self.image_size}")
+        if (
+            self.shortest_edge is not None
+            and self.longest_edge is not None
+            and self.longest_edge < self.shortest_edge
+        ):
+            raise ValueError(
+                f"longest_edge ({self.longest_edge}) must be >= shortest_edge ({self.shortest_edge})"
+            )
+        return self
+
+
+class DetectionOptions(HFOptions):
+    """Options of ``detr`` and ``rtdetr``."""
+
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Keep detections scoring above this (transformers' default 0.5)."
+    )
+    clip_boxes: bool = Field(True, description="Clip boxes to the image (transformers does not clip).")
+
+
+class PanopticOptions(HFOptions):
+    """Options of ``detr-panoptic`` (arguments of transformers' ``post_process_instance_segmentation``)."""
+
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Keep segments whose class score is above this."
+    )
+    mask_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Binarise mask probabilities at this value."
+    )
+    overlap_mask_area_threshold: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Drop a segment when less than this share of its mask survives overlap.",
+    )
+
+
+class SemanticOptions(HFOptions):
+    """Options of ``segformer``."""
+
+
+class ClassificationOptions(HFOptions):
+    """Options of ``vit``."""
+
+    top_k: int = Field(5, ge=1, description="Number of classes returned, most confident first.")
