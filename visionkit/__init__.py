@@ -19,6 +19,7 @@ from visionkit.backend import (
     SegmentsInstances,
     SegmentsSemantic,
 )
+from visionkit.bench import benchmark
 from visionkit.errors import (
     BackendError,
     BackendUnavailableError,
@@ -32,6 +33,7 @@ from visionkit.errors import (
     VisionKitError,
     WeightsNotFoundError,
 )
+from visionkit.evaluation import evaluate
 from visionkit.hookspecs import hookimpl
 from visionkit.images import ImageInput, load_image
 from visionkit.loading import DEFAULT, load
@@ -69,8 +71,8 @@ __all__ = [
     "Classifications",
     "Classifier",
     "Classifies",
-    "Detection",
     "DetectThenSegment",
+    "Detection",
     "Detections",
     "Detector",
     "Detects",
@@ -96,6 +98,8 @@ __all__ = [
     "VisionKitError",
     "WeightsNotFoundError",
     "__version__",
+    "benchmark",
+    "evaluate",
     "get_registry",
     "hookimpl",
     "list_backends",

@@ -88,7 +88,9 @@ def _open_bytes(data: bytes, what: str) -> Image.Image:
         img.load()  # decode now so truncated/corrupt data fails here, not later
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"{what} is too large to decode safely: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
+        # ImportError: ultralytics patches Image.open process-wide and tries an optional HEIF
+        # decoder on anything PIL cannot identify.
         raise InvalidImageError(
             f"Cannot decode {what} as an image ({type(exc).__name__}: {exc}); the file is corrupt or not an image."
         ) from exc

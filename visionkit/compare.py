@@ -1,0 +1,402 @@
+"""The on-device decision in one call: accuracy vs latency vs memory for several backends/precisions.
+
+::
+
+    report = visionkit.compare.compare(["yolo", "yolo:int8", "detr"], coco="instances.json", images="val/",
+                                       plot="tradeoff.png")
+    print(report.table())
+
+Each spec is ``name[:precision]`` (``yolo``, ``yolo:int8``); with ``imgsz=[320, 640]`` every spec is run at
+every size. For each combination the backend is evaluated on the COCO dataset (:func:`visionkit.evaluate`
+rules: pycocotools, score threshold 0.001, 100 detections/image) and benchmarked on a few of the
+dataset's images (:func:`visionkit.benchmark` rules: warm-up discarded, fresh subprocess per
+configuration for peak memory). The table gives AP / AP50 / AP75, latency, peak memory, model size and
+the change against the first entry, e.g. ``-0.8 AP, 2.6x faster, 0.30x memory``. ``plot=`` writes a
+latency-vs-AP scatter (matplotlib, imported only then).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visionkit.bench import (
+    BenchResult,
+    Environment,
+    _load_with_imgsz,
+    _merge,
+    benchmark,
+    environment,
+    registry_with,
+)
+from visionkit.errors import BackendUnavailableError, InvalidOptionError
+from visionkit.evaluation import (
+    COCO_MAX_DETS,
+    COCO_SCORE_THRESHOLD,
+    SCHEMA_VERSION,
+    DetectionReport,
+    evaluate_coco,
+    load_coco,
+)
+from visionkit.loading import DEFAULT
+from visionkit.registry import Registry
+
+__all__ = ["CompareEntry", "CompareReport", "compare", "delta_text", "parse_spec", "plot_tradeoff"]
+
+_PRECISION = re.compile(r"^(fp|bf|int|uint)\d+$")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"yolo:int8"`` → ``("yolo", "int8")``; ``"yolo"`` → ``("yolo", None)``.
+
+    Only a suffix that looks like a precision (``fp32``, ``fp16``, ``bf16``, ``int8`` ...) is split off.
+    """
+    name, sep, suffix = spec.strip().rpartition(":")
+    if sep and name and _PRECISION.match(suffix.lower()):
+        return name, suffix.lower()
+    if sep and name:
+        raise InvalidOptionError(
+            f"Invalid spec {spec!r}: the part after ':' must be a precision such as 'fp32', 'fp16' or 'int8', "
+            f"but got {suffix!r}."
+        )
+    return spec.strip(), None
+
+
+class CompareEntry(BaseModel):
+    """One backend × precision × size: its accuracy, speed and memory, flattened for tables and JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: str
+    backend: str
+    precision: str
+    imgsz: int | None = None
+    ap: float | None = None
+    ap50: float | None = None
+    ap75: float | None = None
+    latency_ms: float | None = Field(None, description="Median latency per call (batch images).")
+    p90_ms: float | None = None
+    images_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    model_size_mb: float | None = None
+    delta: str | None = Field(None, description="Change against the first entry, in words.")
+    error: str | None = None
+    evaluation: DetectionReport | None = None
+    bench: BenchResult | None = None
+
+    @property
+    def label(self) -> str:
+        """``spec`` plus ``@imgsz`` when sizes vary."""
+        return f"{self.spec}@{self.imgsz}" if self.imgsz else self.spec
+
+
+class CompareReport(BaseModel):
+    """The trade-off table: one :class:`CompareEntry` per backend × precision × size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    annotations: str
+    images_dir: str
+    batch: int
+    entries: list[CompareEntry]
+    environment: Environment
+    plot: str | None = None
+    interrupted: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON (stable schema, ``schema_version`` tells which)."""
+        return self.model_dump_json(indent=indent)
+
+    def table(self) -> str:
+        """AP, AP50, AP75, latency, memory, size, and the delta against the first entry."""
+        width = max([18, *(len(e.label) + 2 for e in self.entries)])
+        head = (
+            f"{'model':<{width}}{'AP':>7}{'AP50':>7}{'AP75':>7}{'median ms':>11}{'p90 ms':>9}{'img/s':>8}"
+            f"{'peak RSS':>11}{'size':>10}   vs first"
+        )
+        lines = [head, "-" * len(head)]
+        for e in self.entries:
+            if e.error:
+                lines.append(f"{e.label:<{width}}error: {e.error}")
+                continue
+            lines.append(
+                f"{e.label:<{width}}{_pct(e.ap):>7}{_pct(e.ap50):>7}{_pct(e.ap75):>7}{_num(e.latency_ms):>11}"
+                f"{_num(e.p90_ms):>9}{_num(e.images_per_s, 1):>8}{_mb(e.peak_rss_mb):>11}{_mb(e.model_size_mb):>10}"
+                f"   {e.delta or ''}"
+            )
+        lines.append(
+            f"AP in % (COCO AP@[.5:.95], pycocotools) on {self.annotations}; latency per call of batch {self.batch} "
+            f"on {self.environment.processor or self.environment.machine}, threads={self.environment.threads}"
+        )
+        if self.plot:
+            lines.append(f"plot: {self.plot}")
+        if self.interrupted:
+            lines.append("INTERRUPTED: only the entries above finished.")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _mb(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} MB"
+
+
+def delta_text(entry: CompareEntry, base: CompareEntry) -> str:
+    """``"-0.8 AP, 2.6x faster, 0.30x memory, 0.25x size"`` for ``entry`` against ``base``."""
+    parts = []
+    if entry.ap is not None and base.ap is not None:
+        parts.append(f"{100 * (entry.ap - base.ap):+.1f} AP")
+    if entry.latency_ms and base.latency_ms:
+        ratio = base.latency_ms / entry.latency_ms
+        parts.append(f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower")
+    if entry.peak_rss_mb and base.peak_rss_mb:
+        parts.append(f"{entry.peak_rss_mb / base.peak_rss_mb:.2f}x memory")
+    if entry.model_size_mb and base.model_size_mb:
+        parts.append(f"{entry.model_size_mb / base.model_size_mb:.2f}x size")
+    return ", ".join(parts)
+
+
+def compare(
+    specs: Sequence[str],
+    *,
+    coco: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    imgsz: int | Sequence[int] | None = None,
+    batch: int = 1,
+    runs: int = 20,
+    warmup: int = 3,
+    bench_images: int = 4,
+    limit: int | None = None,
+    score_threshold: float = COCO_SCORE_THRESHOLD,
+    max_dets: int = COCO_MAX_DETS,
+    device: str = "cpu",
+    weights: str | os.PathLike[str] | None = DEFAULT,
+    options: Mapping[str, Any] | None = None,
+    runtime_options: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+    registry: Registry | None = None,
+    plugins: Sequence[str] = (),
+    isolate: bool | None = None,
+    rounds: int = 1,
+    plot: str | os.PathLike[str] | None = None,
+    progress_bar: bool | None = None,
+) -> CompareReport:
+    """Evaluate and benchmark each ``name[:precision]`` spec (× each ``imgsz``) and tabulate the trade-off.
+
+    Args:
+        specs: backend specs, e.g. ``["yolo", "yolo:int8", "detr"]``; the first is the reference for deltas.
+        coco: COCO instances JSON to evaluate on.
+        images: folder holding its images.
+        imgsz: model input size(s) (the backend's ``imgsz``-like option); ``None`` keeps each backend's default.
+        batch: images per call when benchmarking.
+        runs, warmup: timed and discarded calls per benchmark.
+        bench_images: how many dataset images the benchmark cycles through.
+        limit: evaluate only the first ``limit`` images.
+        score_threshold, max_dets: COCO-practice evaluation settings (see :func:`visionkit.evaluate`).
+        device, threads: where to run and how many threads to pin (see :func:`visionkit.benchmark`).
+        weights, options, runtime_options: passed to :func:`visionkit.load` for every spec.
+        registry, plugins, isolate: backend lookup and benchmark isolation (see :func:`visionkit.benchmark`).
+        rounds: benchmark every entry this many times, interleaved (A B A B ...), pooling the samples.
+        plot: write a latency-vs-AP scatter plot to this PNG path (needs matplotlib).
+        progress_bar: show progress bars (default: when stderr is a terminal).
+
+    Returns:
+        A :class:`CompareReport`; a spec that fails (e.g. ``int8`` without the ONNX runtime plugin) gets a
+        row with ``error`` and the others still run.
+    """
+    if not specs:
+        raise InvalidOptionError("compare needs at least one backend spec, e.g. ['yolo', 'yolo:int8'].")
+    parsed = [(s, *parse_spec(s)) for s in specs]
+    gt = load_coco(coco)
+    first = sorted(gt.dataset["images"], key=lambda r: int(r["id"]))[: max(1, bench_images)]
+    bench_files = [str(Path(images) / r["file_name"]) for r in first]
+    sizes: list[int | None] = (
+        [None] if imgsz is None else ([imgsz] if isinstance(imgsz, int) else list(imgsz))
+    )
+    lookup = registry if registry is not None else registry_with(plugins)
+    if threads is None and isolate is not False and registry is None:
+        from visionkit.bench import _physical_cores
+
+        threads = _physical_cores()
+    entries: list[CompareEntry] = []
+    shared: dict[str, Any] = {
+        "device": device,
+        "weights": weights,
+        "options": dict(options or {}),
+        "runtime_options": dict(runtime_options or {}),
+        "threads": threads,
+    }
+    runs_of: dict[int, list[BenchResult]] = {}
+    interrupted = False
+    try:
+        # 1. Accuracy, one spec after the other (deterministic: order does not matter).
+        for spec, name, prec in parsed:
+            for size in sizes:
+                cfg = {"backend": name, "precision": prec or "fp32", "imgsz": size, **shared}
+                entry = _evaluate_one(
+                    spec,
+                    cfg,
+                    coco=coco,
+                    images=images,
+                    registry=lookup,
+                    limit=limit,
+                    score_threshold=score_threshold,
+                    max_dets=max_dets,
+                    progress_bar=progress_bar,
+                )
+                entries.append(entry)
+                if entry.evaluation is not None and entry.evaluation.interrupted:
+                    raise KeyboardInterrupt
+        # 2. Speed and memory, interleaved over entries for `rounds` rounds so that a shared or
+        #    throttling machine slows every entry alike; samples are pooled per entry.
+        todo = [i for i, e in enumerate(entries) if e.error is None]
+        runs_of = {i: [] for i in todo}
+        for _ in range(rounds):
+            for i in todo:
+                e = entries[i]
+                runs_of[i].append(
+                    benchmark(
+                        e.backend,
+                        imgsz=e.imgsz,
+                        precision=e.precision,
+                        batch=batch,
+                        runs=runs,
+                        warmup=warmup,
+                        images=bench_files,
+                        registry=registry,
+                        plugins=plugins,
+                        isolate=isolate,
+                        progress_bar=False,
+                        **shared,
+                    ).results[0]
+                )
+    except KeyboardInterrupt:
+        if not entries:
+            raise
+        interrupted = True
+    for i, results in runs_of.items():
+        if results:
+            entries[i] = _with_bench(entries[i], _merge(results))
+    base = next((e for e in entries if not e.error), None)
+    if base is not None:
+        entries = [
+            e if e is base or e.error else e.model_copy(update={"delta": delta_text(e, base)})
+            for e in entries
+        ]
+    report = CompareReport(
+        annotations=str(coco),
+        images_dir=str(images),
+        batch=batch,
+        entries=entries,
+        environment=environment(threads),
+        interrupted=interrupted,
+    )
+    if plot is not None:
+        report = report.model_copy(update={"plot": str(plot_tradeoff(report, plot))})
+    return report
+
+
+def _evaluate_one(
+    spec: str,
+    cfg: dict[str, Any],
+    *,
+    coco: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    registry: Registry | None,
+    limit: int | None,
+    score_threshold: float,
+    max_dets: int,
+    progress_bar: bool | None,
+) -> CompareEntry:
+    """Load and evaluate one spec; any failure becomes the entry's ``error``."""
+    head: dict[str, Any] = {
+        "spec": spec,
+        "backend": cfg["backend"],
+        "precision": cfg["precision"],
+        "imgsz": cfg["imgsz"],
+    }
+    try:
+        backend, canonical, _ = _load_with_imgsz(cfg, registry)
+        head["backend"] = canonical
+        ev = evaluate_coco(
+            backend,
+            coco,
+            images,
+            limit=limit,
+            score_threshold=score_threshold,
+            max_dets=max_dets,
+            progress_bar=progress_bar,
+        )
+        del backend  # free the model before in-process benchmarks measure memory
+    except BackendUnavailableError:
+        raise  # pycocotools missing: every entry would fail the same way
+    except Exception as exc:  # one spec failing (e.g. no int8 runtime) must not lose the others
+        return CompareEntry(**head, error=f"{type(exc).__name__}: {exc}")
+    return CompareEntry(**head, ap=ev.bbox.ap, ap50=ev.bbox.ap50, ap75=ev.bbox.ap75, evaluation=ev)
+
+
+def _with_bench(entry: CompareEntry, bench: BenchResult) -> CompareEntry:
+    lat = bench.latency
+    return entry.model_copy(
+        update={
+            "latency_ms": lat.median_ms if lat else None,
+            "p90_ms": lat.p90_ms if lat else None,
+            "images_per_s": bench.images_per_s,
+            "peak_rss_mb": bench.peak_rss_mb,
+            "model_size_mb": bench.model_size_mb,
+            "error": None if lat else bench.error,
+            "bench": bench,
+        }
+    )
+
+
+def plot_tradeoff(report: CompareReport, path: str | os.PathLike[str]) -> Path:
+    """Scatter median latency (x) against COCO AP (y), one labelled point per entry; write a PNG.
+
+    Raises:
+        BackendUnavailableError: matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailableError("compare --plot", ["matplotlib"], "pip install matplotlib") from exc
+    points = [e for e in report.entries if e.ap is not None and e.latency_ms is not None]
+    # Figure + Agg canvas directly: no pyplot global state, no GUI backend, safe in threads and servers.
+    fig = Figure(figsize=(6.4, 4.6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for e in points:
+        assert e.ap is not None and e.latency_ms is not None
+        ax.scatter([e.latency_ms], [100 * e.ap], s=40 + (e.peak_rss_mb or 0) / 10, alpha=0.8)
+        ax.annotate(
+            e.label, (e.latency_ms, 100 * e.ap), textcoords="offset points", xytext=(6, 4), fontsize=9
+        )
+    ax.set_xlabel(f"median latency per call, batch {report.batch} (ms)  — lower is better")
+    ax.set_ylabel("COCO AP@[.5:.95] (%)  — higher is better")
+    ax.set_title("Accuracy vs latency (marker area ~ peak memory)")
+    ax.grid(True, alpha=0.3)
+    if points:
+        ax.margins(x=0.25, y=0.15)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
