@@ -95,7 +95,7 @@ def annotate(
         for det in result:
             color = color_for(det.class_id)
             draw.rectangle(det.xyxy, outline=color, width=lw)
-            _label(draw, f"{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color)
+            _label(draw, f"{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color, lw)
     elif isinstance(result, PromptMasks):
         for x, y in result.metadata.model_extra.get("points", []) if result.metadata.model_extra else []:
             r = 2 + lw * 2
@@ -116,12 +116,20 @@ def _blend(arr: np.ndarray, color: np.ndarray, where: np.ndarray, alpha: float) 
     return out.round().astype(np.uint8)
 
 
+def _font(lw: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=max(11, lw * 6))  # scalable default font, Pillow >= 10.1
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def _label(
-    draw: ImageDraw.ImageDraw, text: str, xy: tuple[float, float], color: tuple[int, int, int]
+    draw: ImageDraw.ImageDraw, text: str, xy: tuple[float, float], color: tuple[int, int, int], lw: int = 1
 ) -> None:
-    font = ImageFont.load_default()
+    font = _font(lw)
     x, y = xy
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = max(0, min(x, draw.im.size[0] - (right - left + 4)))  # keep labels of edge boxes on the image
     th = bottom - top + 4
     y0 = y - th if y - th >= 0 else y
     draw.rectangle((x, y0, x + right - left + 4, y0 + th), fill=color)
@@ -130,4 +138,4 @@ def _label(
 
 def _legend(draw: ImageDraw.ImageDraw, items: list[tuple[str, tuple[int, int, int]]], lw: int) -> None:
     for row, (text, color) in enumerate(items[:10]):
-        _label(draw, text, (4, 4 + row * 14), color)
+        _label(draw, text, (4, 4 + row * (max(11, lw * 6) + 6)), color, lw)
