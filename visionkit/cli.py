@@ -138,6 +138,10 @@ def _describe(result: Any) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from visionkit._cli_scale import predict_stream, wants_stream
+
+    if wants_stream(args):  # folders, globs, videos, --out/--ray: streamed, resumable, batched
+        return predict_stream(args)
     import visionkit
 
     options = _parse_kv(args.option)
@@ -253,13 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="run a backend on images, print and save results")
     p.add_argument("name", help="backend name or alias")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, directories, glob patterns or videos")
     p.add_argument("--task", help="task to run (default: the richest the backend offers)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, int8 ...")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--save-dir", metavar="DIR", help="write annotated images here")
     p.add_argument("--point", action="append", metavar="X,Y", help="prompt point (prompt segmenters)")
     p.add_argument("--box", action="append", metavar="X1,Y1,X2,Y2", help="prompt box (prompt segmenters)")
+    from visionkit._cli_scale import add_commands as add_scale_commands
+    from visionkit._cli_scale import add_predict_arguments
+
+    add_predict_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", parents=[common], help="export a backend to another runtime/precision")
@@ -272,12 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-R", "--runtime-option", action="append", metavar="KEY=VALUE", help="runtime option")
     p.set_defaults(func=cmd_export)
 
-    try:  # report commands (eval, bench, compare) live in their own module
-        from visionkit._cli_reports import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    from visionkit._cli_reports import add_commands as add_report_commands
+
+    add_report_commands(sub)  # eval, bench, compare
+    add_scale_commands(sub)  # serve
     return parser
 
 

@@ -50,7 +50,7 @@ ENTRY_POINT_GROUP = "visionkit"
 
 #: Backend names served by the built-in plugin distributions, for install hints when one is absent.
 KNOWN_DISTRIBUTIONS = {
-    **dict.fromkeys(("yolo", "yolo-seg", "yolo-cls", "rtdetr-ultralytics"), "visionkit-yolo"),
+    **dict.fromkeys(("yolo", "yolo-seg", "yolo-cls", "yolo-rtdetr"), "visionkit-yolo"),
     **dict.fromkeys(("detr", "rtdetr", "segformer", "detr-panoptic", "vit"), "visionkit-transformers"),
     **dict.fromkeys(
         ("maskrcnn", "fasterrcnn", "deeplabv3", "lraspp", "resnet50", "mobilenet_v3_large"),

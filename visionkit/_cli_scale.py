@@ -1,0 +1,356 @@
+"""CLI for work at scale: folder/glob/video ``predict`` (streamed, resumable, optionally on Ray) and ``serve``.
+
+``visionkit.cli`` wires this in: :func:`add_predict_arguments` adds the flags to ``predict``,
+:func:`wants_stream` says when ``predict`` should hand over to :func:`predict_stream`, and
+:func:`add_commands` adds ``serve``. Heavy modules (tqdm, cv2, ray, fastapi) are imported only when
+a command needs them. Also runnable on its own: ``python -m visionkit._cli_scale serve yolo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from visionkit.errors import InvalidOptionError, VisionKitError
+
+__all__ = ["add_commands", "add_predict_arguments", "cmd_serve", "predict_stream", "wants_stream"]
+
+#: Failures listed one by one at the end of a run; more are counted.
+_MAX_LISTED = 20
+
+
+def _parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
+    # The same KEY=VALUE rules as `visionkit predict -O` (values are JSON when they parse as JSON).
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidOptionError(f"Option {item!r} must look like KEY=VALUE (e.g. conf=0.5).")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+# -- predict --------------------------------------------------------------------------------------
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the streaming flags to the ``predict`` parser."""
+    g = parser.add_argument_group("folders, globs, video (streamed, resumable)")
+    g.add_argument(
+        "--out",
+        metavar="PATH",
+        help="results file: .jsonl (a record per image/frame) or .json (COCO results); with --ray also a "
+        "directory (Parquet). Re-running with the same --out skips inputs already in it.",
+    )
+    g.add_argument(
+        "--every", type=int, default=1, metavar="N", help="video: keep every N-th frame (default 1)"
+    )
+    g.add_argument(
+        "--batch-size", type=int, metavar="N", help="images per backend call (default: the backend's)"
+    )
+    g.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any input could not be read"
+    )
+    g.add_argument(
+        "--categories",
+        metavar="JSON",
+        help="COCO annotations file: class names → category ids and file names → image ids for .json output",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--ray", action="store_true", help="run on Ray Data (a local Ray unless --ray-address)")
+    g.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join, e.g. auto or ray://head:10001")
+    g.add_argument(
+        "--ray-workers", type=int, default=2, metavar="N", help="Ray actors, one backend each (default 2)"
+    )
+    g.add_argument("--ray-gpus", type=float, default=0, metavar="N", help="GPUs per Ray actor (default 0)")
+
+
+def wants_stream(args: argparse.Namespace) -> bool:
+    """True when ``predict`` should stream: a directory, glob or video input, or a streaming flag."""
+    from visionkit.stream import is_stream_input
+
+    flags = (
+        getattr(args, "out", None)
+        or getattr(args, "ray", False)
+        or getattr(args, "ray_address", None)
+        or getattr(args, "strict", False)
+        or getattr(args, "batch_size", None)
+        or getattr(args, "every", 1) != 1
+    )
+    return bool(flags) or any(is_stream_input(str(i)) for i in args.images)
+
+
+def _weights(args: argparse.Namespace) -> Any:
+    from visionkit.loading import DEFAULT
+
+    return args.weights if getattr(args, "weights", None) is not None else DEFAULT
+
+
+def _prompt(args: argparse.Namespace) -> dict[str, Any] | None:
+    def floats(text: str, n: int, what: str) -> list[float]:
+        try:
+            vals = [float(v) for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) != n:
+            raise InvalidOptionError(f"{what} {text!r} must be {n} comma-separated numbers.")
+        return vals
+
+    points = [floats(p, 2, "--point") for p in getattr(args, "point", None) or []]
+    boxes = [floats(b, 4, "--box") for b in getattr(args, "box", None) or []]
+    if not points and not boxes:
+        return None
+    prompt: dict[str, Any] = {}
+    if points:
+        prompt["points"], prompt["labels"] = points, [1] * len(points)
+    if boxes:
+        prompt["boxes"] = boxes
+    return prompt
+
+
+def predict_stream(args: argparse.Namespace) -> int:
+    """``visionkit predict`` over folders, globs and videos; returns the exit status.
+
+    0 when the run finished (failed inputs are listed), 1 with ``--strict`` when any input failed,
+    130 when interrupted (re-run the same command to resume).
+    """
+    if getattr(args, "json", None):
+        raise InvalidOptionError(
+            "--json keeps every result in memory; with folders, globs or video write them as they come "
+            "with --out results.jsonl (or --out results.json for COCO results)."
+        )
+    if args.every < 1:
+        raise InvalidOptionError(f"--every must be a positive number of frames, but got {args.every}.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InvalidOptionError(f"--batch-size must be at least 1, but got {args.batch_size}.")
+    options = _parse_kv(getattr(args, "option", None))
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        summary = (
+            _run_ray(args, options) if (args.ray or args.ray_address) else _run_local(args, options, progress)
+        )
+    except KeyboardInterrupt:
+        where = f" with --out {args.out}" if args.out else ""
+        print(f"\ninterrupted; run the same command again{where} to resume.", file=sys.stderr)
+        return 130
+    for failure in summary.failed[:_MAX_LISTED]:
+        print(f"failed: {failure}", file=sys.stderr)
+    if len(summary.failed) > _MAX_LISTED:
+        print(f"... and {len(summary.failed) - _MAX_LISTED} more failures", file=sys.stderr)
+    print(str(summary), file=sys.stderr)
+    return 1 if args.strict and summary.failed else 0
+
+
+def _run_local(args: argparse.Namespace, options: dict[str, Any], progress: bool) -> Any:
+    import visionkit
+    from visionkit.stream import predict_stream as stream
+
+    backend = visionkit.load(
+        args.name,
+        task=args.task,
+        weights=_weights(args),
+        device=args.device,
+        precision=args.precision,
+        **options,
+    )
+    save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_result(item: Any, result: Any, image: Any) -> None:
+        if args.out is None:
+            where = item.source if item.frame is None else f"{item.source}#{item.frame}"
+            print(f"{where}: {_one_line(result)}", flush=True)
+        if save_dir is not None:
+            from visionkit.draw import annotate
+
+            stem = Path(item.source).stem + ("" if item.frame is None else f"_f{item.frame:06d}")
+            annotate(image, result).save(save_dir / f"{stem}.jpg", quality=90)
+
+    return stream(
+        backend,
+        args.images,
+        out=args.out,
+        task=args.task,
+        every=args.every,
+        batch_size=args.batch_size,
+        categories=args.categories,
+        prompt=_prompt(args),
+        progress=progress,
+        on_result=on_result,
+        on_failure=None if progress else (lambda f: print(f"failed: {f}", file=sys.stderr)),
+    )
+
+
+def _run_ray(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    if not args.out:
+        raise InvalidOptionError(
+            "--ray writes its results to --out (a .jsonl file or a directory for Parquet)."
+        )
+    if args.every != 1 or _prompt(args):
+        raise InvalidOptionError(
+            "--ray runs image files with a batch task; --every and prompts are local only."
+        )
+    try:
+        from visionkit.ray import BackendLoader, predict_ray
+    except ModuleNotFoundError as exc:
+        from visionkit.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("ray", [exc.name or "ray"], "pip install 'visionkit[ray]'") from exc
+    loader = BackendLoader(
+        args.name, weights=_weights(args), device=args.device, precision=args.precision, options=options
+    )
+    return predict_ray(
+        loader,
+        [str(i) for i in args.images],
+        out=args.out,
+        task=args.task,
+        batch_size=args.batch_size or 8,
+        workers=args.ray_workers,
+        num_gpus=args.ray_gpus,
+        address=args.ray_address,
+    )
+
+
+def _one_line(result: Any) -> str:
+    n = None
+    with contextlib.suppress(TypeError):  # results without items (SemanticMask) have no len()
+        n = len(result)
+    kind = type(result).__name__
+    names = getattr(result, "class_name", None)
+    if names is not None and n is not None:
+        top = ", ".join(sorted(set(names))[:6])
+        return f"{n} {kind.lower()}" + (f" ({top})" if top else "")
+    if hasattr(result, "present_classes"):
+        return "classes present: " + ", ".join(result.present_classes())
+    return f"{kind}" + (f" n={n}" if n is not None else "")
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def add_commands(subparsers: Any) -> None:
+    """Add ``serve`` to the ``visionkit`` command."""
+    p = subparsers.add_parser("serve", help="serve backends over HTTP (FastAPI; OpenAPI docs at /docs)")
+    p.add_argument("names", nargs="+", metavar="NAME", help="backends to load and serve")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--weights",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="weights per backend (repeatable; plain PATH when serving one backend; 'none' = random init)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps, auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument(
+        "-O",
+        "--option",
+        action="append",
+        metavar="[NAME:]KEY=VALUE",
+        help="load-time backend option (repeatable)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="inferences running at once (default 2)")
+    p.add_argument("--per-backend", type=int, default=1, help="inferences at once on one backend (default 1)")
+    p.add_argument("--queue", type=int, default=16, help="requests waiting before 503 Busy (default 16)")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
+    p.add_argument(
+        "--max-pixels", type=int, default=40_000_000, help="largest image width*height (default 40M)"
+    )
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+
+def serve_settings(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], Any]:
+    """``(load keyword arguments per backend, ServeConfig)`` from ``serve`` arguments."""
+    from visionkit.serve import ServeConfig
+
+    names = list(dict.fromkeys(args.names))
+    kwargs: dict[str, dict[str, Any]] = {
+        n: {"device": args.device, "precision": args.precision} for n in names
+    }
+    for raw in args.weights or []:
+        name, sep, path = raw.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise InvalidOptionError(
+                    f"--weights {raw!r} is ambiguous with {len(names)} backends; write --weights NAME=PATH."
+                )
+            name, path = names[0], raw
+        if name not in kwargs:
+            raise InvalidOptionError(
+                f"--weights {raw!r} names {name!r}, which is not served; served: {', '.join(names)}."
+            )
+        kwargs[name]["weights"] = None if path.lower() == "none" else path
+    for raw in args.option or []:
+        head, _, _ = raw.partition("=")
+        name, colon, _ = head.partition(":")
+        if colon:
+            if name not in kwargs:
+                raise InvalidOptionError(
+                    f"Option {raw!r} names {name!r}, which is not served; served: {', '.join(names)}."
+                )
+            kwargs[name].update(_parse_kv([raw[len(name) + 1 :]]))
+        elif len(names) == 1:
+            kwargs[names[0]].update(_parse_kv([raw]))
+        else:
+            raise InvalidOptionError(
+                f"Option {raw!r} is ambiguous with {len(names)} backends; write -O NAME:{raw}."
+            )
+    config = ServeConfig(
+        workers=args.workers,
+        per_backend=args.per_backend,
+        queue_size=args.queue,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+    )
+    return kwargs, config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load every backend (fail fast with a clear error), then serve until interrupted."""
+    try:
+        from visionkit.serve import create_app, run
+    except ModuleNotFoundError as exc:
+        from visionkit.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "serve", [exc.name or "fastapi"], "pip install 'visionkit[serve]'"
+        ) from exc
+    import visionkit
+
+    kwargs, config = serve_settings(args)
+    backends = {}
+    for name, kw in kwargs.items():
+        print(f"loading {name} ...", file=sys.stderr, flush=True)
+        backends[name] = visionkit.load(name, **kw)
+    app = create_app(backends, config=config)
+    print(
+        f"serving {', '.join(backends)} on http://{args.host}:{args.port} (docs at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
+    run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m visionkit._cli_scale serve ...`` (the same command ``visionkit serve`` runs)."""
+    parser = argparse.ArgumentParser(prog="visionkit")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VisionKitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

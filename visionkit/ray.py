@@ -1,0 +1,415 @@
+"""Batch inference on Ray Data: the same backend, one copy per actor, on one machine or a cluster.
+
+::
+
+    from visionkit.ray import BackendLoader, predict_ray
+
+    summary = predict_ray(BackendLoader("yolo"), ["photos/"], out="detections.jsonl", workers=4)
+
+The pipeline is plain Ray Data::
+
+    from_items(paths) | read_binary_files(uris)      one row per image (decoded on the workers)
+      → map_batches(_Predictor, compute=ActorPoolStrategy(size=workers))
+            _Predictor.__init__ loads the backend once per actor (BackendLoader())
+            _Predictor.__call__ decodes with visionkit.load_image and calls backend.<task>(list)
+      → .jsonl: rows streamed back to this process and appended as by visionkit.stream (resumable)
+        directory: write_parquet / write_json on the workers (one file per block)
+
+Images are decoded with :func:`visionkit.load_image`, exactly as the local path does (EXIF,
+grayscale, 16-bit), so results are identical to :func:`visionkit.stream.predict_stream`; Ray's own
+``read_images`` would convert differently. Local paths must be readable by every worker (one machine
+or a shared filesystem); ``s3://`` / ``gs://`` URIs are read by Ray's ``read_binary_files``.
+
+Needs ``pip install 'visionkit[ray]'`` and, on a cluster, visionkit plus the backend's plugin
+installed on every node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from visionkit.errors import BackendError, InvalidOptionError, VisionKitError
+from visionkit.images import load_image
+from visionkit.loading import DEFAULT
+from visionkit.protocols import Task
+from visionkit.stream import (
+    JSONL_SUFFIXES,
+    Failure,
+    StreamSummary,
+    _describe_error,
+    _JsonlSink,
+    _key,
+    _kind,
+    _resolve_task,
+    expand_inputs,
+)
+
+__all__ = ["BackendLoader", "build_dataset", "init", "predict_ray"]
+
+
+@dataclass(frozen=True)
+class BackendLoader:
+    """A picklable recipe for :func:`visionkit.load`, run once inside each Ray actor.
+
+    Attributes:
+        name: backend name or alias.
+        weights: as for ``visionkit.load`` (``DEFAULT``, a path, or ``None`` for random init).
+        device, precision: as for ``visionkit.load``.
+        options: backend options.
+        plugins: ``"module:callable"`` import strings returning plugin objects; when given, the
+            backend is looked up in a registry of only these plugins instead of the installed ones
+            (tests use ``("visionkit.testing.fakes:fake_plugin",)``).
+    """
+
+    name: str
+    weights: str | None = DEFAULT
+    device: str = "cpu"
+    precision: str = "fp32"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+
+    def registry(self) -> Any:
+        """The registry to look ``name`` up in: only ``plugins`` when given, else the installed ones."""
+        import importlib
+
+        from visionkit.registry import Registry, get_registry
+
+        if not self.plugins:
+            return get_registry()
+        objs = []
+        for spec in self.plugins:
+            module, _, attr = spec.partition(":")
+            objs.append(getattr(importlib.import_module(module), attr)())
+        return Registry(entry_points=[], plugins=objs, use_environment=False)
+
+    def __call__(self) -> Any:
+        """Load the backend."""
+        import visionkit
+
+        return visionkit.load(
+            self.name,
+            weights=self.weights,
+            device=self.device,
+            precision=self.precision,
+            registry=self.registry(),
+            **dict(self.options),
+        )
+
+
+class _Predictor:
+    """Ray Data callable class: one backend per actor, one backend call per batch."""
+
+    def __init__(self, loader: BackendLoader, task: str | None, options: Mapping[str, Any]) -> None:
+        self.backend = loader()
+        self.task = _resolve_task(self.backend, task)
+        self.verb = getattr(self.backend, self.task.value)
+        self.options = dict(options)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        data = None
+        if "sources" in batch:  # local paths: one row is one batch, as the local path forms them
+            sources = [str(s) for chunk in batch["sources"] for s in chunk]
+        else:  # read_binary_files rows: one image each, bytes already read
+            sources = [str(s) for s in batch["source"]]
+            data = batch.get("bytes")
+        images: list[np.ndarray | None] = []
+        errors: list[str] = []
+        for i in range(len(sources)):
+            try:
+                images.append(load_image(bytes(data[i]) if data is not None else sources[i]))
+                errors.append("")
+            except Exception as exc:  # reported per row; the job goes on
+                images.append(None)
+                errors.append(_describe_error(exc))
+        ok = [i for i, im in enumerate(images) if im is not None]
+        results: dict[int, Any] = {}
+        if ok:
+            try:
+                for i, res in zip(ok, self.verb([images[i] for i in ok], **self.options), strict=True):
+                    results[i] = res
+            except Exception:
+                for i in ok:  # isolate the image that broke the batch
+                    try:
+                        results[i] = self.verb(images[i], **self.options)
+                    except Exception as exc:
+                        errors[i] = _describe_error(exc)
+        return {
+            "source": np.asarray(sources, dtype=object),
+            "task": np.asarray([self.task.value] * len(sources), dtype=object),
+            "type": np.asarray(
+                [type(results[i]).__name__ if i in results else "" for i in range(len(sources))], dtype=object
+            ),
+            # JSON text, not nested columns: result shapes vary per row and Arrow wants one schema.
+            "result": np.asarray(
+                [
+                    json.dumps(results[i].to_dict(), separators=(",", ":")) if i in results else ""
+                    for i in range(len(sources))
+                ],
+                dtype=object,
+            ),
+            "error": np.asarray(errors, dtype=object),
+        }
+
+
+def init(address: str | None = None, **kwargs: Any) -> None:
+    """Connect to Ray once: ``address=None`` starts (or reuses) a local Ray, ``"auto"`` or
+    ``"ray://host:10001"`` joins a cluster. Extra ``kwargs`` go to ``ray.init``."""
+    if ray.is_initialized():
+        return
+    kwargs.setdefault("include_dashboard", False)
+    kwargs.setdefault("log_to_driver", False)
+    ray.init(address=address, **kwargs)
+
+
+def build_dataset(
+    inputs: Sequence[str],
+    loader: BackendLoader,
+    *,
+    task: Task | str | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """The lazy ``ray.data.Dataset`` of prediction rows for ``inputs``.
+
+    Rows: ``source``, ``task``, ``type`` (result class name), ``result`` (``Result.to_dict()`` as JSON
+    text) and ``error`` (empty when the image was predicted). Local inputs are expanded like
+    :func:`visionkit.stream.expand_inputs`; URIs (``s3://bucket/dir/``) go to ``read_binary_files``.
+
+    Args:
+        inputs: image paths, directories, globs, or URIs (video is streamed locally, not here).
+        loader: how each actor loads the backend.
+        task: the verb to run (default: the richest the backend offers).
+        batch_size: images per backend call.
+        workers: actors in the pool (each holds one backend).
+        num_cpus, num_gpus: resources reserved per actor.
+        options: per-call backend options.
+    """
+    if batch_size < 1 or workers < 1:
+        raise InvalidOptionError(
+            f"batch_size and workers must be at least 1, but got {batch_size} and {workers}."
+        )
+    uris = [s for s in inputs if "://" in s]
+    local = [s for s in inputs if "://" not in s]
+    paths, failures = expand_inputs(local) if local else ([], [])
+    if failures:
+        raise InvalidOptionError("; ".join(str(f) for f in failures) + ".")
+    return _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options or {})
+
+
+def _pipeline(
+    paths: Sequence[str],
+    uris: Sequence[str],
+    loader: BackendLoader,
+    task: Task | str | None,
+    batch_size: int,
+    workers: int,
+    num_cpus: float,
+    num_gpus: float,
+    options: Mapping[str, Any],
+) -> Any:
+    videos = [p for p in paths if _kind(p) == "video"]
+    if videos:
+        raise InvalidOptionError(
+            f"Video input {videos[0]!r} is streamed frame by frame on this machine; run it without --ray."
+        )
+    t = Task.parse(task).value if task is not None else None
+
+    def predict(ds: Any, rows_per_call: int, actors: int) -> Any:
+        return ds.map_batches(
+            _Predictor,
+            fn_constructor_kwargs={"loader": loader, "task": t, "options": dict(options)},
+            batch_size=rows_per_call,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
+        )
+
+    parts = []
+    if paths:
+        # Rows are the local path's batches (consecutive, batch_size long), so a backend whose output
+        # depends on the batch (YOLO letterboxes a batch to one size) gives the same numbers.
+        chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+        blocks = max(1, min(len(chunks), workers * 4))  # enough blocks to keep every actor busy
+        ds = ray.data.from_items([{"sources": c} for c in chunks], override_num_blocks=blocks)
+        parts.append(predict(ds, 1, min(workers, blocks)))
+    if uris:
+        ds = ray.data.read_binary_files(list(uris), include_paths=True).rename_columns({"path": "source"})
+        parts.append(predict(ds, batch_size, workers))
+    if not parts:
+        raise InvalidOptionError("No inputs to predict.")
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def predict_ray(
+    loader: BackendLoader,
+    inputs: Sequence[str],
+    *,
+    out: str | os.PathLike[str],
+    task: Task | str | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    address: str | None = None,
+    format: str = "parquet",
+    **options: Any,
+) -> StreamSummary:
+    """Run ``loader``'s backend over ``inputs`` on Ray and write the results.
+
+    Args:
+        loader: how each actor loads the backend (``BackendLoader("yolo", weights=...)``).
+        inputs: image paths, directories, globs, URIs.
+        out: a ``.jsonl`` file (same records as the local path, resumable: inputs already in it are
+            not sent to Ray) or a directory for ``format`` files written by the workers (columns
+            ``source, task, type, result, error``; must be new or empty).
+        task: the verb to run (default: the richest the backend offers).
+        batch_size, workers, num_cpus, num_gpus: see :func:`build_dataset`.
+        address: Ray address (``None``: local Ray; ``"auto"``: the running cluster).
+        format: ``"parquet"`` or ``"json"`` for directory output.
+        **options: per-call backend options.
+
+    Returns:
+        A :class:`~visionkit.stream.StreamSummary` (failures are listed, not raised).
+    """
+    start = time.perf_counter()
+    out_path = Path(out)
+    jsonl = out_path.suffix.lower() in JSONL_SUFFIXES
+    if not jsonl and format not in ("parquet", "json"):
+        raise InvalidOptionError(f"format must be 'parquet' or 'json', but got {format!r}.")
+    if not jsonl and out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
+        raise InvalidOptionError(
+            f"Output directory {str(out_path)!r} already exists and is not empty; Ray would add files next "
+            "to the old ones. Choose a new directory, or a .jsonl file to resume."
+        )
+    uris = [s for s in inputs if "://" in s]
+    local = [s for s in inputs if "://" not in s]
+    paths, failures = expand_inputs(local) if local else ([], [])
+    summary = StreamSummary(out=os.fspath(out), failed=list(failures))
+    sink = None
+    if jsonl:
+        t = Task.parse(task) if task is not None else None
+        if t is None:  # the sink checks the file's task; ask the backend which one it will run
+            t = _resolve_task(_TaskProbe(loader), None)
+        sink = _JsonlSink(out_path, t)
+        before = len(paths)
+        paths = [p for p in paths if _key(p, None) not in sink.done]
+        summary.skipped = before - len(paths)
+    if not paths and not uris:
+        if sink is not None:
+            sink.close()
+        summary.seconds = time.perf_counter() - start
+        return summary
+    _preflight(loader, task)
+    init(address)
+    ds = _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options)
+    try:
+        if sink is not None:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                _write_rows(batch, sink, summary)
+        else:
+            if format == "parquet":
+                ds.write_parquet(os.fspath(out_path))
+            else:
+                ds.write_json(os.fspath(out_path))
+            _count_written(out_path, format, summary)
+    except VisionKitError:
+        raise
+    except Exception as exc:
+        raise _translate_ray_error(exc, loader) from exc
+    finally:
+        if sink is not None:
+            sink.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _count_written(out: Path, format: str, summary: StreamSummary) -> None:
+    """Fill the summary from the files the workers wrote (two small columns; no second Ray pass)."""
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(os.fspath(out), format=format).to_table(columns=["source", "error"])
+    for source, error in zip(table["source"].to_pylist(), table["error"].to_pylist(), strict=True):
+        if error:
+            summary.failed.append(Failure(str(source), None, str(error)))
+        else:
+            summary.processed += 1
+
+
+def _write_rows(batch: Mapping[str, np.ndarray], sink: _JsonlSink, summary: StreamSummary) -> None:
+    for source, task, typ, result, error in zip(
+        batch["source"], batch["task"], batch["type"], batch["result"], batch["error"], strict=True
+    ):
+        if error:
+            summary.failed.append(Failure(str(source), None, str(error)))
+            continue
+        sink.write(
+            {
+                "source": str(source),
+                "frame": None,
+                "task": str(task),
+                "type": str(typ),
+                "result": json.loads(result),
+            }
+        )
+        summary.processed += 1
+    sink.flush()
+
+
+def _translate_ray_error(exc: BaseException, loader: BackendLoader) -> BaseException:
+    """One clear error from Ray's wrappers: an actor that could not load the backend, or the cause."""
+    text = str(exc)
+    found = _VK_ERROR.findall(text)
+    if found:
+        kind, message = found[-1]
+        return BackendError(f"A Ray worker could not run backend {loader.name!r}: {kind}: {message.strip()}")
+    return exc
+
+
+_VK_ERROR = re.compile(r"visionkit\.errors\.(\w+): (.+)")
+
+
+def _preflight(loader: BackendLoader, task: Task | str | None) -> None:
+    """Fail on this machine, before Ray starts, for what can be checked without loading a model."""
+    import importlib
+
+    from visionkit.backend import parse_device, parse_options
+    from visionkit.errors import BackendUnavailableError, TaskNotSupportedError
+
+    spec = loader.registry().get(loader.name)
+    if task is not None and Task.parse(task) not in spec.tasks:
+        raise TaskNotSupportedError(spec.name, Task.parse(task).value, [t.value for t in spec.tasks])
+    parse_device(loader.device)
+    missing = spec.missing()
+    if missing:
+        raise BackendUnavailableError(spec.name, missing, spec.install)
+    if isinstance(spec.options, str) and ":" in spec.options:  # a light options model: check keys here
+        module, _, attr = spec.options.partition(":")
+        try:
+            model = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return  # the workers will report it when they load the backend
+        parse_options(model, dict(loader.options), spec.name)
+
+
+class _TaskProbe:
+    """Which task a backend will run, from the registry spec (no model is loaded on the driver)."""
+
+    def __init__(self, loader: BackendLoader) -> None:
+        spec = loader.registry().get(loader.name)
+        self.name = spec.name
+        self.tasks = spec.tasks
