@@ -40,5 +40,7 @@ def test_options_models_are_readable_without_heavy_imports() -> None:
         "heavy = [m for m in ('torch','ultralytics','transformers','segment_anything','onnxruntime','cv2') "
         "if m in sys.modules]\nprint(json.dumps(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
