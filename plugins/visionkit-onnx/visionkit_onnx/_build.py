@@ -1,0 +1,354 @@
+"""Export a backend's network to ONNX, quantize it, and cache the result on disk.
+
+Cache layout: ``<cache_dir>/<backend>-<precision>-<key>.onnx`` plus a ``.json`` sidecar holding the
+material the key was derived from and the file's sha256. A sidecar that is missing, unreadable or
+disagrees with the model file (a truncated write, a file edited or replaced by hand) makes the entry
+invalid: it is rebuilt with a warning. Versions of torch, onnx, onnxruntime and visionkit are part
+of the key, so an upgrade never reuses an export made by another version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from visionkit import BackendError
+from visionkit.export import ExportSpec
+from visionkit_onnx._calib import FeedReader, calibration_images
+from visionkit_onnx._graph import ensure_node_names, sensitive_nodes
+from visionkit_onnx._options import RuntimeOptions
+
+__all__ = ["CACHE_FORMAT", "Built", "build_model", "cache_dir", "export_onnx", "quantize", "sha256_file"]
+
+CACHE_FORMAT = 1
+#: Bump when the quantization recipe (graph walk, defaults) changes, so old INT8 entries are not reused.
+QUANT_RECIPE = 2
+
+
+@dataclass
+class Built:
+    """A ready model: where it is (or its bytes when caching is off) and what is known about it."""
+
+    path: Path | None
+    meta: dict[str, Any]
+    cache_hit: bool
+    model_bytes: bytes | None = None
+    meta_path: Path | None = None
+    build_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_dir(opts: RuntimeOptions) -> Path:
+    """``cache_dir`` option, else ``$VISIONKIT_CACHE/onnx``, else ``~/.cache/visionkit/onnx``."""
+    if opts.cache_dir is not None:
+        return Path(opts.cache_dir).expanduser()
+    root = os.environ.get("VISIONKIT_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "visionkit") / "onnx"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def versions() -> dict[str, str]:
+    """Versions that change an export or a quantization."""
+    return {d: _version(d) for d in ("torch", "onnx", "onnxruntime", "visionkit", "visionkit-onnx")}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def output_structure(spec: ExportSpec) -> str:
+    """``"tensor"`` or ``"tuple"``: what ``spec.module`` returns, so the runtime returns the same."""
+    import torch
+
+    with torch.no_grad():
+        out = spec.module(*spec.example_inputs)
+    if isinstance(out, torch.Tensor):
+        structure = "tensor"
+        count = 1
+    elif isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
+        structure = "tuple"
+        count = len(out)
+    else:
+        raise BackendError(
+            f"ExportSpec.module must return a tensor or a flat tuple of tensors, but returned {type(out).__name__}."
+        )
+    if count != len(spec.output_names):
+        raise BackendError(
+            f"ExportSpec.output_names has {len(spec.output_names)} names ({', '.join(spec.output_names)}), "
+            f"but the module returns {count} tensors."
+        )
+    return structure
+
+
+def key_material(
+    spec: ExportSpec, precision: str, opts: RuntimeOptions, calib: dict[str, Any] | None
+) -> dict:
+    """Everything the model file depends on; hashed into the cache key."""
+    shapes = [
+        [*getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))] for x in spec.example_inputs
+    ]
+    material: dict[str, Any] = {
+        "format": CACHE_FORMAT,
+        "spec_key": spec.key,
+        "precision": precision,
+        "inputs": spec.input_names,
+        "input_shapes": shapes,
+        "outputs": spec.output_names,
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in (spec.dynamic_axes or {}).items()},
+        "opset": spec.opset,
+        "versions": versions(),
+    }
+    if precision == "int8":
+        scheme = quant_scheme(spec, opts)
+        material["quant"] = {
+            "recipe": QUANT_RECIPE,
+            "scheme": scheme,
+            "activation_type": opts.activation_type if scheme == "static" else None,
+            "weight_type": opts.weight_type,
+            "per_channel": opts.per_channel,
+            "calibrate_method": opts.calibrate_method if scheme == "static" else None,
+            "keep_sensitive": opts.keep_sensitive,
+            "sensitive_outputs": list(spec.sensitive_outputs),
+            "exclude_nodes": list(opts.exclude_nodes),
+            "calibration": calib if scheme == "static" else None,
+        }
+    return material
+
+
+@contextlib.contextmanager
+def _working_dir(path: Path) -> Iterator[None]:
+    """Temporarily change the process's working directory (builds run once, at load time)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def quant_scheme(spec: ExportSpec, opts: RuntimeOptions) -> str:
+    """``static`` or ``dynamic``."""
+    if opts.quantization != "auto":
+        return opts.quantization
+    return "dynamic" if spec.dynamic_quantization else "static"
+
+
+def export_onnx(spec: ExportSpec, path: Path, backend_name: str) -> None:
+    """``torch.onnx.export`` (TorchScript exporter: mature for CNNs and names every node)."""
+    import torch
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and noisy
+            torch.onnx.export(
+                spec.module,
+                tuple(spec.example_inputs),
+                str(path),
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                dynamic_axes=dict(spec.dynamic_axes) or None,
+                opset_version=spec.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise BackendError(
+            f"Exporting backend {backend_name!r} to ONNX failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _prepare(src: Path, dst: Path) -> None:
+    """``quant_pre_process`` (shape inference + basic fusions); falls back to fewer passes if one fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts: tuple[dict[str, bool], ...] = (
+        {},
+        {"skip_symbolic_shape": True},
+        {"skip_symbolic_shape": True, "skip_optimization": True},
+    )
+    last: Exception | None = None
+    for kw in attempts:
+        try:
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                quant_pre_process(str(src), str(dst), **kw)
+            return
+        except Exception as exc:  # symbolic shape inference does not know every op
+            last = exc
+    shutil.copyfile(src, dst)
+    warnings.warn(
+        f"quant_pre_process failed ({last}); quantizing the raw export.", RuntimeWarning, stacklevel=3
+    )
+
+
+def quantize(
+    src: Path, dst: Path, spec: ExportSpec, opts: RuntimeOptions, backend: Any, calib_imgs: list[Any] | None
+) -> dict[str, Any]:
+    """INT8 ``src`` into ``dst``; returns what was done (scheme, float nodes, ...)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    prepared = dst.with_suffix(".prep.onnx")
+    _prepare(src, prepared)
+    model = onnx.load(str(prepared))
+    ensure_node_names(model)
+    onnx.save(model, str(prepared))
+    keep = list(opts.exclude_nodes)
+    if opts.keep_sensitive and spec.sensitive_outputs:
+        keep += [n for n in sensitive_nodes(model, spec.sensitive_outputs) if n not in keep]
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    scheme = quant_scheme(spec, opts)
+    info: dict[str, Any] = {"scheme": scheme, "float_nodes": keep, "nodes": len(model.graph.node)}
+    try:
+        if scheme == "dynamic":
+            # Dynamic INT8 pays off on MatMul-heavy (transformer) graphs; ConvInteger is slow on CPU.
+            quantize_dynamic(
+                str(prepared),
+                str(dst),
+                op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                per_channel=opts.per_channel,
+                weight_type=qtype[opts.weight_type],
+                nodes_to_exclude=keep,
+            )
+        else:
+            to_inputs = spec.calibration_inputs or (
+                lambda ims: backend.preprocess(ims, backend.options).inputs
+            )
+            reader = FeedReader(calib_imgs or [], to_inputs, spec.input_names)
+            method = {
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[opts.calibrate_method]
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=opts.per_channel,
+                activation_type=qtype[opts.activation_type],
+                weight_type=qtype[opts.weight_type],
+                nodes_to_exclude=keep,
+                calibrate_method=method,
+            )
+    except Exception as exc:
+        raise BackendError(
+            f"Quantizing backend {getattr(backend, 'name', '?')!r} to INT8 ({scheme}) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        prepared.unlink(missing_ok=True)
+    return info
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "backend"
+
+
+def read_cache(model_path: Path, meta_path: Path, material: dict[str, Any]) -> dict[str, Any] | None:
+    """The sidecar metadata when the cached model is valid, else ``None`` (with a warning if it was bad)."""
+    if not model_path.exists() and not meta_path.exists():
+        return None
+    problem = None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("material") != material:
+            problem = "it was built from different inputs (stale)"
+        elif not model_path.exists():
+            problem = "the model file is missing"
+        elif meta.get("size") != model_path.stat().st_size or meta.get("sha256") != sha256_file(model_path):
+            problem = "the model file does not match its recorded checksum (corrupt)"
+    except (OSError, ValueError) as exc:
+        problem = f"its metadata cannot be read ({type(exc).__name__})"
+    if problem is None:
+        return meta
+    warnings.warn(f"Rebuilding cached ONNX model {model_path}: {problem}.", RuntimeWarning, stacklevel=4)
+    return None
+
+
+def write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
+    """Atomic write, so a crash never leaves a half-written sidecar behind."""
+    tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, meta_path)
+
+
+def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOptions) -> Built:
+    """The ONNX model for ``backend`` at ``precision``: from the cache, or exported (and quantized) now."""
+    name = getattr(backend, "name", type(backend).__name__)
+    load_calib, calib = None, None
+    if precision == "int8" and quant_scheme(spec, opts) == "static":
+        load_calib, calib = calibration_images(opts.calib, opts.calib_images)
+    material = key_material(spec, precision, opts, calib)
+    key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+    folder = cache_dir(opts)
+    stem = f"{_safe(name)}-{precision}-{key}"
+    model_path, meta_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
+    if opts.cache:
+        meta = read_cache(model_path, meta_path, material)
+        if meta is not None:
+            return Built(model_path, meta, True, meta_path=meta_path)
+        folder.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    structure = output_structure(spec)
+    work = Path(tempfile.mkdtemp(prefix="vk-onnx-", dir=folder if opts.cache else None))
+    try:
+        fp32 = work / "model.fp32.onnx"
+        export_onnx(spec, fp32, name)
+        info: dict[str, Any] = {}
+        out = fp32
+        if precision == "int8":
+            out = work / "model.int8.onnx"
+            # onnxruntime's quantizer saves uuid-named external-data scratch files in the working
+            # directory; keep them in the build folder (removed below), not the user's cwd.
+            with _working_dir(work):
+                info = quantize(fp32, out, spec, opts, backend, load_calib() if load_calib else None)
+        meta = {
+            "material": material,
+            "key": key,
+            "backend": name,
+            "structure": structure,
+            "size": out.stat().st_size,
+            "sha256": sha256_file(out),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "build_seconds": round(time.perf_counter() - t0, 3),
+            "quantization": info,
+            "calibration": calib,
+            "gates": {},
+        }
+        if not opts.cache:
+            return Built(None, meta, False, model_bytes=out.read_bytes(), build_seconds=meta["build_seconds"])
+        os.replace(out, model_path)
+        write_meta(meta_path, meta)
+        return Built(model_path, meta, False, meta_path=meta_path, build_seconds=meta["build_seconds"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,230 @@
+"""``wrap``: run a loaded, exportable backend's network in ONNX Runtime (fp32 or INT8).
+
+Only ``forward`` changes (an instance attribute replacing the torch one); ``preprocess`` and
+``postprocess`` stay the backend's, so results keep their types, coordinates and options.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from visionkit import BackendError, InvalidOptionError
+from visionkit.export import ExportSpec, export_spec_of
+from visionkit_onnx._build import Built, build_model, write_meta
+from visionkit_onnx._calib import model_feeds
+from visionkit_onnx._gate import evaluate, gate_fingerprint, gate_task
+from visionkit_onnx._options import RuntimeOptions, parse_runtime_options
+
+__all__ = ["PRECISIONS", "AccuracyGateError", "OrtForward", "prepare", "wrap"]
+
+PRECISIONS = ("fp32", "int8")
+
+
+class AccuracyGateError(InvalidOptionError):
+    """The quantized model loses more accuracy than ``max_drop`` allows."""
+
+
+class OrtForward:
+    """A backend ``forward`` that runs an ``onnxruntime.InferenceSession`` and returns torch tensors."""
+
+    def __init__(self, session: Any, structure: str, device: str, backend_name: str) -> None:
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self._dtypes = {i.name: _np_dtype(i.type) for i in session.get_inputs()}
+        self._shapes = {i.name: i.shape for i in session.get_inputs()}
+        self.structure = structure
+        self.device = device
+        self.backend_name = backend_name
+
+    def __call__(self, inputs: Any) -> Any:
+        import torch
+
+        feeds = model_feeds(inputs, self.input_names)
+        for name, arr in feeds.items():
+            want = self._dtypes.get(name)
+            if want is not None and arr.dtype != want:
+                feeds[name] = arr.astype(want)
+        try:
+            if self._split_batch(feeds):
+                # a static batch-1 graph fed a batch: run image by image, stack the outputs
+                n = next(iter(feeds.values())).shape[0]
+                parts = [
+                    self.session.run(self.output_names, {k: v[i : i + 1] for k, v in feeds.items()})
+                    for i in range(n)
+                ]
+                outs = [np.concatenate(o, axis=0) for o in zip(*parts, strict=True)]
+            else:
+                outs = self.session.run(self.output_names, feeds)
+        except Exception as exc:
+            got = {n: list(a.shape) for n, a in feeds.items()}
+            raise BackendError(
+                f"ONNX Runtime failed to run backend {self.backend_name!r} on inputs {got} "
+                f"(the model expects {self._shapes}): {type(exc).__name__}: {exc}"
+            ) from exc
+        dev = "cpu" if self.device in ("cpu", "auto") else self.device
+        tensors = [torch.from_numpy(o).to(dev) for o in outs]
+        return tensors[0] if self.structure == "tensor" else tuple(tensors)
+
+    def _split_batch(self, feeds: dict[str, np.ndarray]) -> bool:
+        batches = {a.shape[0] for a in feeds.values() if a.ndim}
+        if len(batches) != 1 or batches == {1}:
+            return False
+        return all(self._shapes[n] and self._shapes[n][0] == 1 for n in feeds)
+
+
+def _np_dtype(ort_type: str) -> Any:
+    return {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(double)": np.float64,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+        "tensor(uint8)": np.uint8,
+        "tensor(bool)": np.bool_,
+    }.get(ort_type)
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for a visionkit device string; CPU always last as the fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.startswith("cuda") or device == "auto":
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device != "auto":
+            raise InvalidOptionError(
+                f"device={device!r} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime offers "
+                f"{', '.join(available)}; install onnxruntime-gpu or use device='cpu'."
+            )
+    elif device == "mps":
+        if "CoreMLExecutionProvider" in available:
+            return ["CoreMLExecutionProvider", "CPUExecutionProvider"]
+        raise InvalidOptionError(
+            f"device='mps' needs onnxruntime's CoreMLExecutionProvider, but this onnxruntime offers "
+            f"{', '.join(available)}; use device='cpu'."
+        )
+    return ["CPUExecutionProvider"]
+
+
+def make_session(built: Built, opts: RuntimeOptions, device: str) -> tuple[Any, dict[str, Any]]:
+    """An ``InferenceSession`` with the requested threads; returns it and the settings in force."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[opts.graph_optimization]
+    if opts.threads is not None:
+        so.intra_op_num_threads = opts.threads
+    if opts.inter_op_threads is not None:
+        so.inter_op_num_threads = opts.inter_op_threads
+    so.log_severity_level = 3
+    providers = providers_for(device)
+    source = built.model_bytes if built.model_bytes is not None else str(built.path)
+    try:
+        session = ort.InferenceSession(source, sess_options=so, providers=providers)
+    except Exception as exc:
+        raise BackendError(f"ONNX Runtime could not open the model: {type(exc).__name__}: {exc}") from exc
+    settings = {
+        "providers": session.get_providers(),
+        # 0 means ORT's default: one thread per physical core
+        "intra_op_threads": opts.threads or 0,
+        "inter_op_threads": opts.inter_op_threads or 0,
+        "default_threads": os.cpu_count(),
+    }
+    return session, settings
+
+
+def prepare(
+    backend: Any, precision: str, runtime_options: dict[str, Any]
+) -> tuple[ExportSpec, RuntimeOptions, Built]:
+    """Validate, get the export spec, and build (or fetch from cache) the model file."""
+    name = getattr(backend, "name", type(backend).__name__)
+    if precision not in PRECISIONS:
+        raise InvalidOptionError(
+            f"Runtime 'onnxruntime' does not offer precision {precision!r}; it offers: {', '.join(PRECISIONS)}."
+        )
+    opts = parse_runtime_options(runtime_options, name)
+    spec = export_spec_of(backend)
+    built = build_model(backend, spec, precision, opts)
+    return spec, opts, built
+
+
+def check_gate(
+    backend: Any, forward: OrtForward, reference: Any, opts: RuntimeOptions, built: Built, precision: str
+) -> dict[str, Any] | None:
+    """Run (or reuse from the cache sidecar) the accuracy gate; raise when the drop exceeds ``max_drop``."""
+    if opts.max_drop is None:
+        return None
+    fp = gate_fingerprint(opts, gate_task(backend))
+    result = built.meta.get("gates", {}).get(fp)
+    if result is None:
+        result = evaluate(backend, reference, forward, opts)
+        built.meta.setdefault("gates", {})[fp] = result
+        if built.meta_path is not None:
+            try:
+                write_meta(built.meta_path, built.meta)
+            except OSError as exc:  # a read-only cache still works, just without the remembered score
+                warnings.warn(
+                    f"Could not record the gate result in {built.meta_path}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    result = {**result, "max_drop": opts.max_drop, "passed": result["drop"] <= opts.max_drop}
+    if not result["passed"]:
+        raise AccuracyGateError(
+            f"{precision.upper()} {getattr(backend, 'name', '?')!r} drops {result['drop']:.2f} {result['metric']} points, "
+            f"more than max_drop={opts.max_drop}: fp32 scores {result['reference']:.2f} and {precision} scores "
+            f"{result['candidate']:.2f} on {result['images']} images (against {result['against']}). "
+            "Calibrate on more images of your domain (calib=...), keep more nodes float (exclude_nodes=...), "
+            "or use precision='fp32'."
+        )
+    return result
+
+
+def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
+    """Make ``backend`` run its network in ONNX Runtime at ``precision``; returns the same backend.
+
+    Args:
+        backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
+        precision: ``"fp32"`` or ``"int8"``.
+        **runtime_options: see :class:`visionkit_onnx._options.RuntimeOptions` (``calib``, ``max_drop``,
+            ``threads``, ``cache_dir`` ...).
+
+    Raises:
+        ExportNotSupportedError: the backend does not implement ``export_spec()``.
+        InvalidOptionError: unknown runtime option or precision; AccuracyGateError (a subclass) when
+            ``max_drop`` is exceeded.
+        BackendError: export, quantization or the ORT session failed (the cause is chained).
+    """
+    _, opts, built = prepare(backend, precision, runtime_options)
+    name = getattr(backend, "name", type(backend).__name__)
+    session, settings = make_session(built, opts, getattr(backend, "device", "cpu"))
+    forward = OrtForward(session, built.meta["structure"], getattr(backend, "device", "cpu"), name)
+    gate = check_gate(backend, forward, backend.forward, opts, built, precision)
+    backend.forward = forward
+    backend.precision = precision
+    quant = built.meta.get("quantization") or {}
+    backend.runtime = {
+        "name": "onnxruntime",
+        "precision": precision,
+        "model_path": str(built.path) if built.path else None,
+        "cache_hit": built.cache_hit,
+        "build_seconds": built.meta.get("build_seconds"),
+        "size_bytes": built.meta.get("size"),
+        "quantization": quant.get("scheme"),
+        "float_nodes": len(quant.get("float_nodes", [])),
+        "calibration": built.meta.get("calibration"),
+        "gate": gate,
+        **settings,
+    }
+    return backend
