@@ -86,7 +86,9 @@ def test_detect_parity_real_weights_320(bus: np.ndarray, weights_file) -> None:
 )
 def test_onnx_export_parity(bus: np.ndarray, name: str, backend: str, weights_file) -> None:
     """Ultralytics' own .onnx exports load and match ultralytics running the same file."""
-    pytest.importorskip("onnxruntime", reason="loading .onnx weights needs onnxruntime (visionkit-yolo[onnx])")
+    pytest.importorskip(
+        "onnxruntime", reason="loading .onnx weights needs onnxruntime (visionkit-yolo[onnx])"
+    )
     path = weights_file(name)
     model = visionkit.load(backend, weights=path)
     ours = model.detect(bus)
