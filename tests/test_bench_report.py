@@ -169,4 +169,4 @@ def test_cli_bench_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert "Unknown option 'nope'" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         _cli(["bench", "fake-detector", "-O", "novalue"])
-    assert "option must be KEY=VALUE" in capsys.readouterr().err
+    assert "Option 'novalue' must look like KEY=VALUE" in capsys.readouterr().err

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.errors import VisionKitError
+from visionkit.cli import parse_option
+from visionkit.errors import InvalidOptionError, VisionKitError
 from visionkit.loading import DEFAULT
 
 __all__ = ["add_commands"]
@@ -33,14 +33,10 @@ def add_commands(subparsers: Any) -> None:
 
 # -- shared arguments -------------------------------------------------------------------------------
 def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"option must be KEY=VALUE, but got {text!r}")
     try:
-        value = json.loads(raw)  # numbers, true/false, null, lists
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+        return parse_option(text)
+    except InvalidOptionError as exc:  # argparse shows ArgumentTypeError messages verbatim
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

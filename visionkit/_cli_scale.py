@@ -10,32 +10,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from visionkit.cli import parse_kv, prompt_from_args
 from visionkit.errors import InvalidOptionError, VisionKitError
 
 __all__ = ["add_commands", "add_predict_arguments", "cmd_serve", "predict_stream", "wants_stream"]
 
 #: Failures listed one by one at the end of a run; more are counted.
 _MAX_LISTED = 20
-
-
-def _parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
-    # The same KEY=VALUE rules as `visionkit predict -O` (values are JSON when they parse as JSON).
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidOptionError(f"Option {item!r} must look like KEY=VALUE (e.g. conf=0.5).")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 # -- predict --------------------------------------------------------------------------------------
@@ -92,28 +78,6 @@ def _weights(args: argparse.Namespace) -> Any:
     return args.weights if getattr(args, "weights", None) is not None else DEFAULT
 
 
-def _prompt(args: argparse.Namespace) -> dict[str, Any] | None:
-    def floats(text: str, n: int, what: str) -> list[float]:
-        try:
-            vals = [float(v) for v in text.split(",")]
-        except ValueError:
-            vals = []
-        if len(vals) != n:
-            raise InvalidOptionError(f"{what} {text!r} must be {n} comma-separated numbers.")
-        return vals
-
-    points = [floats(p, 2, "--point") for p in getattr(args, "point", None) or []]
-    boxes = [floats(b, 4, "--box") for b in getattr(args, "box", None) or []]
-    if not points and not boxes:
-        return None
-    prompt: dict[str, Any] = {}
-    if points:
-        prompt["points"], prompt["labels"] = points, [1] * len(points)
-    if boxes:
-        prompt["boxes"] = boxes
-    return prompt
-
-
 def predict_stream(args: argparse.Namespace) -> int:
     """``visionkit predict`` over folders, globs and videos; returns the exit status.
 
@@ -129,7 +93,7 @@ def predict_stream(args: argparse.Namespace) -> int:
         raise InvalidOptionError(f"--every must be a positive number of frames, but got {args.every}.")
     if args.batch_size is not None and args.batch_size < 1:
         raise InvalidOptionError(f"--batch-size must be at least 1, but got {args.batch_size}.")
-    options = _parse_kv(getattr(args, "option", None))
+    options = parse_kv(getattr(args, "option", None))
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         summary = (
@@ -181,7 +145,7 @@ def _run_local(args: argparse.Namespace, options: dict[str, Any], progress: bool
         every=args.every,
         batch_size=args.batch_size,
         categories=args.categories,
-        prompt=_prompt(args),
+        prompt=prompt_from_args(args),
         progress=progress,
         on_result=on_result,
         on_failure=None if progress else (lambda f: print(f"failed: {f}", file=sys.stderr)),
@@ -193,7 +157,7 @@ def _run_ray(args: argparse.Namespace, options: dict[str, Any]) -> Any:
         raise InvalidOptionError(
             "--ray writes its results to --out (a .jsonl file or a directory for Parquet)."
         )
-    if args.every != 1 or _prompt(args):
+    if args.every != 1 or prompt_from_args(args):
         raise InvalidOptionError(
             "--ray runs image files with a batch task; --every and prompts are local only."
         )
@@ -296,9 +260,9 @@ def serve_settings(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
                 raise InvalidOptionError(
                     f"Option {raw!r} names {name!r}, which is not served; served: {', '.join(names)}."
                 )
-            kwargs[name].update(_parse_kv([raw[len(name) + 1 :]]))
+            kwargs[name].update(parse_kv([raw[len(name) + 1 :]]))
         elif len(names) == 1:
-            kwargs[names[0]].update(_parse_kv([raw]))
+            kwargs[names[0]].update(parse_kv([raw]))
         else:
             raise InvalidOptionError(
                 f"Option {raw!r} is ambiguous with {len(names)} backends; write -O NAME:{raw}."

@@ -30,20 +30,24 @@ _TASK_PREFERENCE = (
 )
 
 
-def _parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InvalidOptionError(f"Option {item!r} must look like KEY=VALUE (e.g. conf=0.5).")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw  # plain strings need no quotes: device=cpu
-    return out
+def parse_option(item: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` → ``(key, value)``; the value is JSON when it parses as JSON, else the string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise InvalidOptionError(f"Option {item!r} must look like KEY=VALUE (e.g. conf=0.5).")
+    try:
+        return key.strip(), json.loads(raw)  # numbers, true/false, null, lists
+    except json.JSONDecodeError:
+        return key.strip(), raw  # plain strings need no quotes: device=cpu
 
 
-def _floats(text: str, n: int, what: str) -> list[float]:
+def parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
+    """Several ``KEY=VALUE`` strings (``-O``/``-R`` flags) as a dict."""
+    return dict(parse_option(item) for item in items or ())
+
+
+def parse_floats(text: str, n: int, what: str) -> list[float]:
+    """``"x,y"`` → ``[x, y]``, exactly ``n`` numbers."""
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
@@ -51,6 +55,20 @@ def _floats(text: str, n: int, what: str) -> list[float]:
     if len(vals) != n:
         raise InvalidOptionError(f"{what} {text!r} must be {n} comma-separated numbers.")
     return vals
+
+
+def prompt_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``segment_prompt`` keyword arguments from ``--point``/``--box`` flags (points are positive)."""
+    points = [parse_floats(p, 2, "--point") for p in getattr(args, "point", None) or []]
+    boxes = [parse_floats(b, 4, "--box") for b in getattr(args, "box", None) or []]
+    if not points and not boxes:
+        return None
+    prompt: dict[str, Any] = {}
+    if points:
+        prompt["points"], prompt["labels"] = points, [1] * len(points)
+    if boxes:
+        prompt["boxes"] = boxes
+    return prompt
 
 
 # -- list / info ------------------------------------------------------------------------------------
@@ -144,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return predict_stream(args)
     import visionkit
 
-    options = _parse_kv(args.option)
+    options = parse_kv(args.option)
     backend = visionkit.load(
         args.name,
         task=args.task,
@@ -161,14 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     for source in args.images:
         if task is Task.SEGMENT_PROMPT:
-            points = [_floats(p, 2, "--point") for p in args.point or []]
-            boxes = [_floats(b, 4, "--box") for b in args.box or []]
-            result = backend.segment_prompt(
-                source,
-                points=points or None,
-                labels=[1] * len(points) if points else None,
-                boxes=boxes or None,
-            )
+            result = backend.segment_prompt(source, **(prompt_from_args(args) or {}))
         else:
             result = getattr(backend, task.value)(source)
         print(f"{source}: " + "\n".join(_describe(result)))
@@ -212,9 +223,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         spec.name,
         weights=args.weights if args.weights is not None else visionkit.DEFAULT,
         device=args.device,
-        **_parse_kv(args.option),
+        **parse_kv(args.option),
     )
-    runtime_options = _parse_kv(args.runtime_option)
+    runtime_options = parse_kv(args.runtime_option)
     if args.calib:
         runtime_options["calib"] = args.calib
     if args.max_drop is not None:
