@@ -318,7 +318,11 @@ def resolve_backend(
     task: Task | None = None,
     runtime_options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, str, str]:
-    """A loaded backend, its canonical name and precision, from a name or an already-loaded backend."""
+    """A loaded backend, its canonical name and precision, from a name or an already-loaded backend.
+
+    With ``task``, a backend that does not implement that task's protocol raises
+    :class:`TaskNotSupportedError`.
+    """
     if isinstance(backend, str):
         bk = load(
             backend,
@@ -334,6 +338,8 @@ def resolve_backend(
         bk = backend
     spec = getattr(bk, "spec", None)
     name = getattr(spec, "name", None) or getattr(bk, "name", None) or type(bk).__name__
+    if task is not None and not isinstance(bk, task.protocol):
+        raise TaskNotSupportedError(str(name), task.value, [t.value for t in getattr(bk, "tasks", ())])
     return bk, str(name), str(getattr(bk, "precision", precision) or precision)
 
 
@@ -647,8 +653,6 @@ def evaluate_imagefolder(
         runtime_options=runtime_options,
         task=Task.CLASSIFY,
     )
-    if not hasattr(bk, "classify"):
-        raise TaskNotSupportedError(name, Task.CLASSIFY.value, [t.value for t in getattr(bk, "tasks", ())])
     user = dict(options or {})
     wanted: dict[str, Any] = {}
     topk = _pick(option_fields(bk), TOP_K_OPTIONS)
@@ -808,10 +812,6 @@ def evaluate_semantic(
         runtime_options=runtime_options,
         task=Task.SEGMENT_SEMANTIC,
     )
-    if not hasattr(bk, "segment_semantic"):
-        raise TaskNotSupportedError(
-            name, Task.SEGMENT_SEMANTIC.value, [t.value for t in getattr(bk, "tasks", ())]
-        )
     user = dict(options or {})
     cm: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
