@@ -237,6 +237,23 @@ def _image_list(paths: Sequence[Path] | None, limit: int = 8) -> list[str] | Non
     return out
 
 
+def _timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments ``bench`` and ``compare`` share, from their common flags."""
+    return {
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "device": args.device,
+        "weights": _weights(args.weights),
+        "options": dict(args.options),
+        "runtime_options": dict(args.runtime_options),
+        "threads": args.threads,
+        "plugins": args.plugins,
+        "isolate": False if args.no_isolate else None,
+        "progress_bar": False if args.no_progress else None,
+    }
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Run ``visionkit bench``."""
     from visionkit.bench import benchmark
@@ -246,20 +263,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         imgsz=args.imgsz,
         precision=args.precision,
         batch=args.batch,
-        runs=args.runs,
-        warmup=args.warmup,
         images=_image_list(args.images),
         task=args.task,
-        device=args.device,
-        weights=_weights(args.weights),
-        options=dict(args.options),
-        runtime_options=dict(args.runtime_options),
-        threads=args.threads,
-        plugins=args.plugins,
-        isolate=False if args.no_isolate else None,
         timeout=args.timeout,
-        rounds=args.rounds,
-        progress_bar=False if args.no_progress else None,
+        **_timing_kwargs(args),
     )
     return _emit(report, args)
 
@@ -304,18 +311,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         images=args.images,
         imgsz=args.imgsz,
         batch=args.batch,
-        runs=args.runs,
-        warmup=args.warmup,
         limit=args.limit,
-        device=args.device,
-        weights=_weights(args.weights),
-        options=dict(args.options),
-        runtime_options=dict(args.runtime_options),
-        threads=args.threads,
-        plugins=args.plugins,
-        isolate=False if args.no_isolate else None,
-        rounds=args.rounds,
         plot=args.plot,
-        progress_bar=False if args.no_progress else None,
+        **_timing_kwargs(args),
     )
     return _emit(report, args)
