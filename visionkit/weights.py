@@ -3,7 +3,8 @@
 Order: an existing explicit path → each directory in ``VISIONKIT_WEIGHTS`` (``os.pathsep``-separated)
 → the backend library's own cache or download (a callable the plugin passes). When nothing is found,
 :class:`~visionkit.errors.WeightsNotFoundError` lists every place looked and how to supply the file.
-Set ``VISIONKIT_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) to never attempt a download.
+Set ``VISIONKIT_OFFLINE=1`` to never attempt a download. (Library switches such as ``HF_HUB_OFFLINE``
+are honoured by the plugins of those libraries, not here, so they do not block other backends.)
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ def weights_dirs() -> list[Path]:
 
 
 def is_offline() -> bool:
-    """True when downloads must not be attempted."""
-    return any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("VISIONKIT_OFFLINE", "HF_HUB_OFFLINE")
-    )
+    """True when ``VISIONKIT_OFFLINE`` forbids downloads."""
+    return os.environ.get("VISIONKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def resolve_weights(

@@ -115,7 +115,6 @@ def test_weights_found_in_visionkit_weights(
 
 def test_download_uses_official_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_sam: Any) -> None:
     monkeypatch.delenv("VISIONKIT_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # CI sets both
     monkeypatch.delenv("VISIONKIT_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     urls: list[str] = []
@@ -134,7 +133,6 @@ def test_download_uses_official_url(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def test_unknown_name_has_no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VISIONKIT_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # CI sets both
     with pytest.raises(WeightsNotFoundError, match=r"no official download for 'my_sam\.pth'"):
         visionkit.load("sam", weights="my_sam.pth")
 

@@ -95,7 +95,8 @@ def _from_hub(repo_id: str, looked: list[str]) -> Path:
             f"Hugging Face cache {cached} (incomplete: missing {', '.join(_missing_files(cached))})"
         )
     endpoint = constants.ENDPOINT
-    if is_offline():
+    # HF_HUB_OFFLINE is read now, not at import: huggingface_hub's constant is frozen when first imported.
+    if is_offline() or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         looked.append(
             f"Hugging Face Hub {endpoint} (skipped: offline mode is on, HF_HUB_OFFLINE/VISIONKIT_OFFLINE)"
         )
