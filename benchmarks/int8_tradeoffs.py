@@ -4,7 +4,7 @@ The course lab "export a small ONNX model and run it with ONNX Runtime on CPU; m
 at two input resolutions" is this one command::
 
     VISIONKIT_WEIGHTS=../shared/data/weights VISIONKIT_DATA=../shared/data \\
-        python benchmarks/onnx_int8.py --imgsz 640 320 --threads 2 --ap --json int8.json
+        python benchmarks/int8_tradeoffs.py --imgsz 640 320 --threads 2 --ap --json int8.json
 
 Each (runtime, size) runs in a fresh subprocess (so peak RSS is that runtime's alone), in interleaved
 rounds (every configuration once per round) so machine drift hits all alike; latency is the median and
