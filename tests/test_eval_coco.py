@@ -421,3 +421,14 @@ class _Unrelated(Backend[BackendOptions], Detects):
 def test_only_unmatched_classes_is_an_error_after_the_loop(colour_coco: Path) -> None:
     with pytest.raises(VisionKitError, match=r"None of the model's class names \(zebra"):
         evaluate(_Unrelated(), coco=colour_coco, images=colour_coco.parent / "images")
+
+
+class _InterruptedAtOnce(FakeInstanceSegmenter):
+    def forward(self, inputs: Any) -> Any:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_before_any_result_propagates(colour_coco: Path) -> None:
+    # Nothing to report yet: the interrupt must reach the caller, not become an empty report.
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_InterruptedAtOnce(batch_size=1), coco=colour_coco, images=colour_coco.parent / "images")

@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -382,6 +382,35 @@ def _batch_size(backend: Any) -> int:
     return max(1, int(getattr(opts, "batch_size", 8) or 8))
 
 
+def _run_batches(
+    verb: Callable[..., list[Any]],
+    items: Sequence[T],
+    path: Callable[[T], str],
+    consume: Callable[[Sequence[T], list[Any]], None],
+    *,
+    overrides: Mapping[str, Any],
+    batch_size: int,
+    desc: str,
+    progress_bar: bool | None,
+    has_results: Callable[[], bool],
+) -> tuple[bool, float]:
+    """Feed ``items`` to ``verb`` batch by batch and hand each batch's results to ``consume``.
+
+    Ctrl-C stops early once ``has_results()`` says something was collected (the report is then marked
+    partial); before that it propagates. Returns ``(interrupted, seconds)``.
+    """
+    t0 = time.perf_counter()
+    chunks = list(_chunks(items, batch_size))
+    try:
+        for chunk in progress(chunks, total=len(chunks), desc=desc, enabled=progress_bar):
+            consume(chunk, verb([path(x) for x in chunk], **overrides))
+    except KeyboardInterrupt:
+        if not has_results():
+            raise
+        return True, time.perf_counter() - t0
+    return False, time.perf_counter() - t0
+
+
 def _need_dir(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if not p.is_dir():
@@ -556,34 +585,38 @@ def evaluate_coco(
     records: list[dict[str, Any]] = []
     done: list[int] = []
     shape_mismatch = 0
-    interrupted = False
-    t0 = time.perf_counter()
-    chunks = list(_chunks(records_img, _batch_size(bk)))
-    try:
-        for chunk in progress(chunks, total=len(chunks), desc=f"eval {name}", enabled=progress_bar):
-            results: list[Detections] = verb([str(img_dir / r["file_name"]) for r in chunk], **overrides)
-            kept = []
-            for rec, res in zip(chunk, results, strict=True):
-                if tuple(res.image_shape) != (int(rec["height"]), int(rec["width"])):
-                    shape_mismatch += 1
-                if len(res) > max_dets:
-                    res = res[np.argsort(-res.confidence, kind="stable")[:max_dets]]
-                kept.append(res)
-            if class_to_category is None:
-                for cname in {n for r in kept for n in r.class_name} - mapping.keys() - unmatched:
-                    try:
-                        mapping.update(category_map([cname], categories))
-                    except VisionKitError:
-                        unmatched.add(cname)
-            source = class_to_category if class_to_category is not None else mapping
-            lookup: dict[str | int, int] = {k: v for k, v in source.items()}
-            records += to_coco_results(kept, [int(r["id"]) for r in chunk], class_to_category=lookup)
-            done += [int(r["id"]) for r in chunk]
-    except KeyboardInterrupt:
-        if not done:
-            raise
-        interrupted = True
-    seconds = time.perf_counter() - t0
+
+    def consume(chunk: Sequence[dict[str, Any]], results: list[Detections]) -> None:
+        nonlocal shape_mismatch
+        kept = []
+        for rec, res in zip(chunk, results, strict=True):
+            if tuple(res.image_shape) != (int(rec["height"]), int(rec["width"])):
+                shape_mismatch += 1
+            if len(res) > max_dets:
+                res = res[np.argsort(-res.confidence, kind="stable")[:max_dets]]
+            kept.append(res)
+        if class_to_category is None:
+            for cname in {n for r in kept for n in r.class_name} - mapping.keys() - unmatched:
+                try:
+                    mapping.update(category_map([cname], categories))
+                except VisionKitError:
+                    unmatched.add(cname)
+        source = class_to_category if class_to_category is not None else mapping
+        lookup: dict[str | int, int] = {k: v for k, v in source.items()}
+        records.extend(to_coco_results(kept, [int(r["id"]) for r in chunk], class_to_category=lookup))
+        done.extend(int(r["id"]) for r in chunk)
+
+    interrupted, seconds = _run_batches(
+        verb,
+        records_img,
+        lambda r: str(img_dir / r["file_name"]),
+        consume,
+        overrides=overrides,
+        batch_size=_batch_size(bk),
+        desc=f"eval {name}",
+        progress_bar=progress_bar,
+        has_results=lambda: bool(done),
+    )
     if class_to_category is None and unmatched and not mapping:
         category_map(sorted(unmatched), categories)  # raises the "no class name matches" error
     if shape_mismatch:
@@ -688,21 +721,25 @@ def evaluate_imagefolder(
     correct1: dict[str, list[bool]] = {d.name: [] for d in class_dirs}
     correct5: list[bool] = []
     k_seen: int | None = None
-    interrupted = False
-    t0 = time.perf_counter()
-    chunks = list(_chunks(samples, _batch_size(bk)))
-    try:
-        for chunk in progress(chunks, total=len(chunks), desc=f"eval {name}", enabled=progress_bar):
-            results: list[Classifications] = bk.classify([str(p) for p, _ in chunk], **overrides)
-            for (_, label), res in zip(chunk, results, strict=True):
-                correct1[label].append(hit(res, targets[label], 1))
-                correct5.append(hit(res, targets[label], 5))
-                k_seen = len(res) if k_seen is None else min(k_seen, len(res))
-    except KeyboardInterrupt:
-        if not correct5:
-            raise
-        interrupted = True
-    seconds = time.perf_counter() - t0
+
+    def consume(chunk: Sequence[tuple[Path, str]], results: list[Classifications]) -> None:
+        nonlocal k_seen
+        for (_, label), res in zip(chunk, results, strict=True):
+            correct1[label].append(hit(res, targets[label], 1))
+            correct5.append(hit(res, targets[label], 5))
+            k_seen = len(res) if k_seen is None else min(k_seen, len(res))
+
+    interrupted, seconds = _run_batches(
+        bk.classify,
+        samples,
+        lambda sample: str(sample[0]),
+        consume,
+        overrides=overrides,
+        batch_size=_batch_size(bk),
+        desc=f"eval {name}",
+        progress_bar=progress_bar,
+        has_results=lambda: bool(correct5),
+    )
     k = min(5, k_seen or 0)
     if k < 5:
         notes.append(f"the backend returned only {k} classes per image; top-5 counts those")
@@ -816,32 +853,36 @@ def evaluate_semantic(
     cm: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
     done = 0
-    interrupted = False
-    t0 = time.perf_counter()
-    chunks = list(_chunks(pairs, _batch_size(bk)))
-    try:
-        for chunk in progress(chunks, total=len(chunks), desc=f"eval {name}", enabled=progress_bar):
-            results: list[SemanticMask] = bk.segment_semantic([str(f) for f, _ in chunk], **user)
-            for (_, mpath), res in zip(chunk, results, strict=True):
-                if cm is None:
-                    class_names = res.class_names
-                    n = num_classes or len(class_names)
-                    if not n:
-                        raise VisionKitError(f"Backend {name!r} returned no class_names; pass num_classes=.")
-                    cm = np.zeros((n, n), np.int64)
-                gt = _read_mask(mpath)
-                if gt.shape != res.label_map.shape:
-                    raise VisionKitError(
-                        f"Mask {str(mpath)!r} has shape {gt.shape} but its image has shape {res.label_map.shape}; "
-                        "masks must be at the image's resolution."
-                    )
-                cm += confusion_matrix(gt, res.label_map, cm.shape[0], ignore_index)
-                done += 1
-    except KeyboardInterrupt:
-        if not done:
-            raise
-        interrupted = True
-    seconds = time.perf_counter() - t0
+
+    def consume(chunk: Sequence[tuple[Path, Path]], results: list[SemanticMask]) -> None:
+        nonlocal cm, class_names, done
+        for (_, mpath), res in zip(chunk, results, strict=True):
+            if cm is None:
+                class_names = res.class_names
+                n = num_classes or len(class_names)
+                if not n:
+                    raise VisionKitError(f"Backend {name!r} returned no class_names; pass num_classes=.")
+                cm = np.zeros((n, n), np.int64)
+            gt = _read_mask(mpath)
+            if gt.shape != res.label_map.shape:
+                raise VisionKitError(
+                    f"Mask {str(mpath)!r} has shape {gt.shape} but its image has shape {res.label_map.shape}; "
+                    "masks must be at the image's resolution."
+                )
+            cm += confusion_matrix(gt, res.label_map, cm.shape[0], ignore_index)
+            done += 1
+
+    interrupted, seconds = _run_batches(
+        bk.segment_semantic,
+        pairs,
+        lambda pair: str(pair[0]),
+        consume,
+        overrides=user,
+        batch_size=_batch_size(bk),
+        desc=f"eval {name}",
+        progress_bar=progress_bar,
+        has_results=lambda: bool(done),
+    )
     assert cm is not None
     iou = iou_from_confusion(cm)
     rows = cm.sum(1)
