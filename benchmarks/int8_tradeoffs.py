@@ -13,6 +13,15 @@ plus the median of a whole ``detect`` call. ``bare-ort-*`` rows run the same cac
 onnxruntime alone (no torch imported): the deployment footprint. Exports are built once into the
 visionkit-onnx cache before timing. ``--ap`` adds COCO mAP50-95 on coco-mini (pycocotools, conf 0.001, 100 images) per configuration.
 Without VISIONKIT_WEIGHTS the model is randomly initialised (latency and size still mean something; mAP not).
+
+``--stage`` times another exported network of a multi-network backend, e.g. SAM's prompt decoder::
+
+    python benchmarks/int8_tradeoffs.py --backend mobile-sam -O model_type=vit_t --stage decoder_forward --imgsz 1024
+
+The stage's inputs come from its ExportSpec's ``calibration_inputs`` on a real image (for SAM: the
+image embedding and a 3x3 grid of single clicks = 9 prompts per call). ``output corr`` is the Pearson
+correlation of each configuration's first output with torch-fp32's on that input (SAM: low-res mask
+logits), which says how far INT8 strays where no labelled metric exists.
 """
 
 from __future__ import annotations
@@ -45,7 +54,9 @@ def _data() -> Path | None:
 
 def _weights(args: argparse.Namespace) -> str | None:
     if args.weights:
-        return args.weights
+        return None if args.weights == "random" else args.weights
+    if args.backend != "yolo":
+        return None
     for d in filter(None, os.environ.get("VISIONKIT_WEIGHTS", "").split(os.pathsep)):
         p = Path(d) / "yolov8n-dq.pt"
         if p.exists():
@@ -54,8 +65,12 @@ def _weights(args: argparse.Namespace) -> str | None:
 
 
 def _load(args: argparse.Namespace, config: str, imgsz: int) -> Any:
-    import visionkit
+    import torch
 
+    import visionkit
+    from visionkit.cli import parse_kv
+
+    torch.manual_seed(0)  # a random init must be the same network in every worker process
     cfg = CONFIGS[config]
     ropts: dict[str, Any] = {"threads": args.threads}
     data = _data()
@@ -67,7 +82,7 @@ def _load(args: argparse.Namespace, config: str, imgsz: int) -> Any:
         precision=cfg["precision"],
         runtime=cfg["runtime"],
         runtime_options=ropts if cfg["runtime"] else None,
-        **_size_options(args.backend, imgsz),
+        **{**_size_options(args.backend, imgsz), **parse_kv(args.option)},
     )
 
 
@@ -82,6 +97,8 @@ def _size_options(backend: str, size: int) -> dict[str, Any]:
         return {"imgsz": size, "rect": False} if "rect" in fields else {"imgsz": size}  # one square input
     if "crop_size" in fields:  # ImageNet convention: resize to 256/224 of the crop, then centre-crop
         return {"crop_size": size, "resize_size": round(size * 256 / 224)}
+    if "image_size" in fields:  # SAM: the encoder's square input
+        return {"image_size": size}
     raise SystemExit(
         f"don't know how to set the input size of backend {backend!r} (options: {sorted(fields)})"
     )
@@ -132,6 +149,38 @@ def _coco_ap(backend: Any, imgsz: int) -> float | None:
     return float(ev.stats[0])
 
 
+def _spec(be: Any, stage: str) -> Any:
+    from visionkit.export import export_specs_of
+
+    for spec in export_specs_of(be):
+        if spec.stage == stage:
+            return spec
+    raise SystemExit(f"backend {be.name!r} has no exported stage {stage!r}")
+
+
+def _stage_inputs(be: Any, stage: str, img: Any) -> tuple[Any, ...]:
+    """What the timed stage takes, as a tuple of tensors: preprocess for ``forward``, else the spec's
+    calibration_inputs (the backend's own way from an image to that network's inputs)."""
+    if stage == "forward":
+        x = be.preprocess([img], be.options).inputs
+        return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    spec = _spec(be, stage)
+    if spec.calibration_inputs is None:
+        raise SystemExit(f"stage {stage!r} of {be.name!r} has no calibration_inputs to build its inputs from")
+    return tuple(spec.calibration_inputs([img]))
+
+
+def _call(fn: Any, inputs: tuple[Any, ...], stage: str) -> Any:
+    return fn(inputs[0]) if stage == "forward" and len(inputs) == 1 else fn(inputs)
+
+
+def _first_output(out: Any) -> Any:
+    import numpy as np
+
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    return np.asarray(first.detach().cpu() if hasattr(first, "detach") else first, dtype=np.float32)
+
+
 def _peak_rss_mib() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec."""
     try:
@@ -153,15 +202,17 @@ def bare_worker(args: argparse.Namespace) -> None:
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     sess = ort.InferenceSession(args.model, sess_options=so, providers=["CPUExecutionProvider"])
-    x = np.load(args.input)
-    feed = {sess.get_inputs()[0].name: x}
+    saved = np.load(args.input)
+    feed = {i.name: saved[f"arr_{k}"] for k, i in enumerate(sess.get_inputs())}
+    x = feed[sess.get_inputs()[0].name]
     for _ in range(args.warmup):
         sess.run(None, feed)
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        sess.run(None, feed)
+        result = sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e3)
+    np.save(args.output, result[0].astype(np.float32))
     out = {
         "config": args.worker,
         "imgsz": args.size,
@@ -185,26 +236,34 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     be = _load(args, args.worker, args.size)
     img = _images(1)[0]
-    x = be.preprocess([img], be.options).inputs
+    stage = getattr(be, args.stage)
     with torch.inference_mode():
+        inputs = _stage_inputs(be, args.stage, img)
         for _ in range(args.warmup):
-            be.forward(x)
+            _call(stage, inputs, args.stage)
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            be.forward(x)
+            result = _call(stage, inputs, args.stage)
             times.append((time.perf_counter() - t0) * 1e3)
-        verb = getattr(be, be.tasks[0].value)  # detect for detectors, classify for classifiers ...
+        import numpy as np
+
+        np.save(args.output, _first_output(result))
         e2e = []
-        for _ in range(max(3, args.runs // 3)):
-            t0 = time.perf_counter()
-            verb(img)
-            e2e.append((time.perf_counter() - t0) * 1e3)
+        if args.stage == "forward":  # the whole task call: detect for detectors, classify for classifiers ...
+            verb = getattr(be, be.tasks[0].value)
+            for _ in range(max(3, args.runs // 3)):
+                t0 = time.perf_counter()
+                verb(img)
+                e2e.append((time.perf_counter() - t0) * 1e3)
         ap = _coco_ap(be, args.size) if args.ap else None
     rt = getattr(be, "runtime", None) or {}
-    size = rt.get("size_bytes") or (
-        Path(be.weights).stat().st_size if isinstance(be.weights, str) and Path(be.weights).exists() else None
-    )
+    size = (rt.get("stages") or {}).get(args.stage, {}).get("size_bytes")
+    if size is None and args.stage == "forward" and isinstance(be.weights, str) and Path(be.weights).exists():
+        size = Path(be.weights).stat().st_size
+    if size is None:  # torch, random init: the network's parameters as fp32
+        size = sum(p.numel() * p.element_size() for p in _spec(be, args.stage).module.parameters())
+    x = inputs[0]
     out = {
         "config": args.worker,
         "imgsz": args.size,
@@ -214,7 +273,7 @@ def worker(args: argparse.Namespace) -> None:
         "file_bytes": size,
         "peak_rss_mib": _peak_rss_mib(),
         "ap": ap,
-        "float_nodes": rt.get("float_nodes"),
+        "float_nodes": (rt.get("stages") or {}).get(args.stage, {}).get("float_nodes"),
         "threads": args.threads,
     }
     print("RESULT " + json.dumps(out))
@@ -236,11 +295,17 @@ def _run_worker(args: argparse.Namespace, config: str, size: int, ap: bool) -> d
         str(args.runs),
         "--warmup",
         str(args.warmup),
+        "--stage",
+        args.stage,
+        "--output",
+        str(args.tmp / f"{config}-{size}.npy"),
     ]
     if args.weights:
         cmd += ["--weights", args.weights]
     if args.calib:
         cmd += ["--calib", args.calib]
+    for item in args.option:
+        cmd += ["--option", item]
     if ap:
         cmd.append("--ap")
     if config in BARE:
@@ -252,11 +317,23 @@ def _run_worker(args: argparse.Namespace, config: str, size: int, ap: bool) -> d
     return json.loads(lines[-1][7:])  # type: ignore[no-any-return]
 
 
+def _corr(a: Path, b: Path) -> float | None:
+    """Pearson correlation of two saved outputs (None when either is missing or shapes differ)."""
+    import numpy as np
+
+    if not (a.exists() and b.exists()):
+        return None
+    x, y = np.load(a).ravel(), np.load(b).ravel()
+    return float(np.corrcoef(x, y)[0, 1]) if x.shape == y.shape and x.size > 1 else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="yolo")
     p.add_argument(
-        "--weights", default=None, help="default: yolov8n-dq.pt from VISIONKIT_WEIGHTS, else random init"
+        "--weights",
+        default=None,
+        help="weights file, or 'random' (default: yolov8n-dq.pt from VISIONKIT_WEIGHTS for yolo, else random init)",
     )
     p.add_argument("--imgsz", type=int, nargs="+", default=[640, 320])
     p.add_argument("--threads", type=int, default=2, help="torch and ORT intra-op threads (same for both)")
@@ -268,6 +345,15 @@ def main() -> None:
     )
     p.add_argument("--ap", action="store_true", help="COCO mAP50-95 on coco-mini (needs VISIONKIT_DATA)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument(
+        "--stage",
+        default="forward",
+        help="exported network to time (default forward; SAM's prompt decoder: decoder_forward)",
+    )
+    p.add_argument("--output", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "-O", "--option", action="append", default=[], help="backend option KEY=VALUE, e.g. model_type=vit_t"
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=640, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -281,20 +367,23 @@ def main() -> None:
     import tempfile
 
     import numpy as np
+    import torch
 
     args.models, args.inputs = {}, {}
-    tmp = Path(tempfile.mkdtemp(prefix="vk-bench-"))
+    tmp = args.tmp = Path(tempfile.mkdtemp(prefix="vk-bench-"))
     for size in args.imgsz:
         for config in ("ort-fp32", "ort-int8"):
             t0 = time.perf_counter()
             be = _load(args, config, size)
-            args.models[(config, size)] = be.runtime["model_path"]
-            x = be.preprocess(_images(1), be.options).inputs
-            args.inputs[size] = str(tmp / f"x{size}.npy")
-            np.save(args.inputs[size], x.numpy())
+            built = be.runtime["stages"][args.stage]
+            args.models[(config, size)] = built["model_path"]
+            with torch.inference_mode():
+                inputs = _stage_inputs(be, args.stage, _images(1)[0])
+            args.inputs[size] = str(tmp / f"x{size}.npz")
+            np.savez(args.inputs[size], *[t.detach().cpu().numpy() for t in inputs])
             print(
                 f"# {config}@{size}: model ready in {time.perf_counter() - t0:.1f}s "
-                f"(cache hit: {be.runtime['cache_hit']}, {be.runtime['model_path']})",
+                f"(cache hit: {built['cache_hit']}, {built['model_path']})",
                 flush=True,
             )
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -324,27 +413,30 @@ def main() -> None:
                 "file_mb": runs[0]["file_bytes"] / 1e6 if runs[0]["file_bytes"] else None,
                 "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
                 "ap": next((run["ap"] for run in runs if run["ap"] is not None), None),
+                "output_corr": _corr(tmp / f"{config}-{size}.npy", tmp / f"torch-fp32-{size}.npy"),
             }
         )
     base = {r["imgsz"]: r["median_ms"] for r in rows if r["config"] == "torch-fp32"}
     print(
-        f"\nbackend={args.backend} weights={_weights(args) or 'random init'} threads={args.threads} "
+        f"\nbackend={args.backend} stage={args.stage} weights={_weights(args) or 'random init'} threads={args.threads} "
         f"rounds={args.rounds} runs/round={args.runs}"
     )
     print(
-        "| runtime | imgsz | forward median ms | p95 ms | x torch | end-to-end median ms | file MB | peak RSS MiB | mAP50-95 |"
+        f"| runtime | imgsz | {args.stage} median ms | p95 ms | x torch | end-to-end median ms | file MB "
+        "| peak RSS MiB | mAP50-95 | output corr |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         r["vs_torch"] = r["median_ms"] / base[r["imgsz"]] if r["imgsz"] in base else None
         ap = f"{r['ap']:.3f}" if r["ap"] is not None else ""
         mb = f"{r['file_mb']:.1f}" if r["file_mb"] else ""
+        corr = f"{r['output_corr']:.4f}" if r["output_corr"] is not None else ""
         print(
             f"| {r['config']} | {r['imgsz']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['vs_torch']:.2f} "
-            f"| {r['detect_median_ms']:.1f} | {mb} | {r['peak_rss_mib']:.0f} | {ap} |"
+            f"| {r['detect_median_ms']:.1f} | {mb} | {r['peak_rss_mib']:.0f} | {ap} | {corr} |"
         )
     if args.json:
-        settings = {k: v for k, v in vars(args).items() if k not in ("models", "inputs")}
+        settings = {k: v for k, v in vars(args).items() if k not in ("models", "inputs", "tmp")}
         Path(args.json).write_text(json.dumps({"args": settings, "rows": rows}, indent=1))
         print(f"wrote {args.json}")
 

@@ -40,7 +40,7 @@ def bench(name: str, rounds: int, image: np.ndarray) -> dict[str, Any]:
     torch.manual_seed(0)
     cached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=4)
     uncached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=0)
-    uncached.model = cached.model  # same network; only the cache differs
+    uncached.model, uncached.decoder = cached.model, cached.decoder  # same network; only the cache differs
     h, w = image.shape[:2]
     rng = np.random.default_rng(0)
     points = [(float(x), float(y)) for x, y in zip(rng.uniform(0, w, 10), rng.uniform(0, h, 10), strict=True)]

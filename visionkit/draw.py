@@ -97,10 +97,13 @@ def annotate(
             draw.rectangle(det.xyxy, outline=color, width=lw)
             _label(draw, f"{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color, lw)
     elif isinstance(result, PromptMasks):
-        for x, y in result.metadata.model_extra.get("points", []) if result.metadata.model_extra else []:
+        extra = result.metadata.model_extra or {}
+        points = extra.get("points", [])
+        for (x, y), label in zip(points, extra.get("labels") or [1] * len(points), strict=False):
             r = 2 + lw * 2
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=(0, 255, 0), outline=(255, 255, 255), width=lw)
-        for box in result.metadata.model_extra.get("boxes", []) if result.metadata.model_extra else []:
+            fill = (0, 255, 0) if label else (255, 0, 0)  # foreground green, background red
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill, outline=(255, 255, 255), width=lw)
+        for box in extra.get("boxes", []):
             draw.rectangle(tuple(box), outline=(0, 255, 0), width=lw)
     elif isinstance(result, Classifications):
         _legend(draw, [(f"{n} {c:.2f}", color_for(i)) for i, n, c in result], lw)

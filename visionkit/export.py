@@ -5,6 +5,10 @@ free: the runtime exports ``ExportSpec.module`` with ``ExportSpec.example_inputs
 backend's ``forward`` with its own session. Pre- and post-processing stay the backend's, so results
 keep the same types and coordinates. ``postprocess`` must therefore accept the runtime's outputs in
 the same structure as ``module(*example_inputs)`` returns (runtimes convert them back to torch tensors).
+
+A backend made of several networks (SAM: a heavy image encoder and a light prompt decoder) also
+implements ``export_specs()``, one spec per network; each spec names the ``stage`` (the backend
+method taking the network's inputs as one argument) that the runtime replaces.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from visionkit.errors import VisionKitError
 
-__all__ = ["ExportNotSupportedError", "ExportSpec", "Exportable", "export_spec_of"]
+__all__ = ["ExportNotSupportedError", "ExportSpec", "Exportable", "export_spec_of", "export_specs_of"]
 
 
 class ExportNotSupportedError(VisionKitError):
@@ -38,6 +42,9 @@ class ExportSpec:
         calibration_inputs: optional callable ``(images) -> example_inputs`` applying the backend's
             own preprocessing, used by quantization calibration.
         dynamic_quantization: prefer dynamic INT8 over static (transformer-heavy models).
+        stage: the backend attribute the runtime replaces with its session (``forward`` by default);
+            it is called with what ``example_inputs`` stands for, as one argument when there is one
+            input and as a tuple otherwise.
     """
 
     module: Any
@@ -50,6 +57,7 @@ class ExportSpec:
     calibration_inputs: Any = None
     dynamic_quantization: bool = False
     opset: int = 17
+    stage: str = "forward"
 
 
 @runtime_checkable
@@ -69,3 +77,20 @@ def export_spec_of(backend: Any) -> ExportSpec:
             "`export_spec()` (see visionkit.export.Exportable). Use its native precision instead."
         )
     return backend.export_spec()
+
+
+def export_specs_of(backend: Any) -> list[ExportSpec]:
+    """Every network of ``backend``: ``backend.export_specs()`` when it has several, else ``[export_spec()]``.
+
+    Raises:
+        ExportNotSupportedError: the backend cannot export, or two specs claim the same stage.
+    """
+    many = getattr(backend, "export_specs", None)
+    specs = list(many()) if callable(many) else [export_spec_of(backend)]
+    stages = [s.stage for s in specs]
+    if not specs or len(set(stages)) != len(stages):
+        name = getattr(backend, "name", type(backend).__name__)
+        raise ExportNotSupportedError(
+            f"Backend {name!r} returned export specs for stages {stages}; expected one spec per stage."
+        )
+    return specs

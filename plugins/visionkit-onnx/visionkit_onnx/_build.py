@@ -121,6 +121,8 @@ def key_material(
         "opset": spec.opset,
         "versions": versions(),
     }
+    if spec.stage != "forward":
+        material["stage"] = spec.stage
     if precision == "int8":
         scheme = quant_scheme(spec, opts)
         material["quant"] = {
@@ -239,9 +241,13 @@ def quantize(
                 nodes_to_exclude=keep,
             )
         else:
-            to_inputs = spec.calibration_inputs or (
-                lambda ims: backend.preprocess(ims, backend.options).inputs
-            )
+            to_inputs = spec.calibration_inputs
+            if to_inputs is None and spec.stage != "forward":
+                raise BackendError(
+                    f"Static INT8 of stage {spec.stage!r} needs ExportSpec.calibration_inputs to turn "
+                    "calibration images into its inputs; use quantization='dynamic' instead."
+                )
+            to_inputs = to_inputs or (lambda ims: backend.preprocess(ims, backend.options).inputs)
             reader = FeedReader(calib_imgs or [], to_inputs, spec.input_names)
             method = {
                 "minmax": CalibrationMethod.MinMax,
@@ -310,7 +316,8 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
     material = key_material(spec, precision, opts, calib)
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_dir(opts)
-    stem = f"{_safe(name)}-{precision}-{key}"
+    part = "" if spec.stage == "forward" else f"-{_safe(spec.stage)}"
+    stem = f"{_safe(name)}{part}-{precision}-{key}"
     model_path, meta_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
     if opts.cache:
         meta = read_cache(model_path, meta_path, material)

@@ -1,7 +1,9 @@
 """``wrap``: run a loaded, exportable backend's network in ONNX Runtime (fp32 or INT8).
 
 Only ``forward`` changes (an instance attribute replacing the torch one); ``preprocess`` and
-``postprocess`` stay the backend's, so results keep their types, coordinates and options.
+``postprocess`` stay the backend's, so results keep their types, coordinates and options. A backend
+with several networks (``export_specs()``, e.g. SAM's encoder and prompt decoder) gets one session per
+network, each replacing the stage its spec names.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError
-from visionkit.export import ExportSpec, export_spec_of
+from visionkit.export import ExportSpec, export_specs_of
 from visionkit_onnx._build import Built, build_model, write_meta
 from visionkit_onnx._calib import model_feeds
 from visionkit_onnx._gate import evaluate, gate_fingerprint, gate_task
@@ -146,17 +148,34 @@ def make_session(built: Built, opts: RuntimeOptions, device: str) -> tuple[Any, 
 
 def prepare(
     backend: Any, precision: str, runtime_options: dict[str, Any]
-) -> tuple[ExportSpec, RuntimeOptions, Built]:
-    """Validate, get the export spec, and build (or fetch from cache) the model file."""
+) -> tuple[RuntimeOptions, list[tuple[ExportSpec, Built]]]:
+    """Validate, get the export specs, and build (or fetch from cache) one model file per network."""
     name = getattr(backend, "name", type(backend).__name__)
     if precision not in PRECISIONS:
         raise InvalidOptionError(
             f"Runtime 'onnxruntime' does not offer precision {precision!r}; it offers: {', '.join(PRECISIONS)}."
         )
     opts = parse_runtime_options(runtime_options, name)
-    spec = export_spec_of(backend)
-    built = build_model(backend, spec, precision, opts)
-    return spec, opts, built
+    specs = export_specs_of(backend)
+    return opts, [(spec, build_model(backend, spec, precision, opts)) for spec in specs]
+
+
+def primary(parts: list[tuple[ExportSpec, Built]]) -> tuple[ExportSpec, Built]:
+    """The part that replaces ``forward`` (the one the accuracy gate scores), else the first."""
+    return next((p for p in parts if p[0].stage == "forward"), parts[0])
+
+
+def describe(built: Built) -> dict[str, Any]:
+    """What ``backend.runtime`` reports about one built model."""
+    quant = built.meta.get("quantization") or {}
+    return {
+        "model_path": str(built.path) if built.path else None,
+        "cache_hit": built.cache_hit,
+        "build_seconds": built.meta.get("build_seconds"),
+        "size_bytes": built.meta.get("size"),
+        "quantization": quant.get("scheme"),
+        "float_nodes": len(quant.get("float_nodes", [])),
+    }
 
 
 def check_gate(
@@ -206,25 +225,29 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
             ``max_drop`` is exceeded.
         BackendError: export, quantization or the ORT session failed (the cause is chained).
     """
-    _, opts, built = prepare(backend, precision, runtime_options)
+    opts, parts = prepare(backend, precision, runtime_options)
     name = getattr(backend, "name", type(backend).__name__)
-    session, settings = make_session(built, opts, getattr(backend, "device", "cpu"))
-    forward = OrtForward(session, built.meta["structure"], getattr(backend, "device", "cpu"), name)
-    gate = check_gate(backend, forward, backend.forward, opts, built, precision)
-    backend.forward = forward
+    device = getattr(backend, "device", "cpu")
+    main_spec, main_built = primary(parts)
+    forwards: dict[str, OrtForward] = {}
+    gate = None
+    for spec, built in parts:
+        session, settings = make_session(built, opts, device)
+        forwards[spec.stage] = OrtForward(session, built.meta["structure"], device, name)
+        if spec is main_spec:
+            gate = check_gate(
+                backend, forwards[spec.stage], getattr(backend, spec.stage), opts, built, precision
+            )
+    for stage, forward in forwards.items():
+        setattr(backend, stage, forward)
     backend.precision = precision
-    quant = built.meta.get("quantization") or {}
     backend.runtime = {
         "name": "onnxruntime",
         "precision": precision,
-        "model_path": str(built.path) if built.path else None,
-        "cache_hit": built.cache_hit,
-        "build_seconds": built.meta.get("build_seconds"),
-        "size_bytes": built.meta.get("size"),
-        "quantization": quant.get("scheme"),
-        "float_nodes": len(quant.get("float_nodes", [])),
-        "calibration": built.meta.get("calibration"),
+        **describe(main_built),
+        "calibration": main_built.meta.get("calibration"),
         "gate": gate,
+        "stages": {spec.stage: describe(built) for spec, built in parts},
         **settings,
     }
     return backend

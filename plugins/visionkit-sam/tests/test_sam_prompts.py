@@ -140,3 +140,14 @@ def test_invalid_prompt_does_not_run_decoder_on_garbage(tiny_sam: Any, image: np
     emb = tiny_sam.embed(image)
     with pytest.raises(InvalidPromptError, match="width 128 and height 96"):
         tiny_sam.segment_prompt(emb, points=[(128, 0)])
+
+
+def test_prompts_are_recorded_for_drawing(tiny_sam: Any, image: np.ndarray) -> None:
+    from visionkit.draw import annotate
+
+    res = tiny_sam.segment_prompt(image, points=[(30, 20), (5, 5)], labels=[1, 0], boxes=[[10, 10, 80, 90]])
+    extra = res.metadata.model_extra
+    assert extra["points"] == [[30.0, 20.0], [5.0, 5.0]] and extra["labels"] == [1, 0]
+    assert extra["boxes"] == [[10.0, 10.0, 80.0, 90.0]]
+    drawn = np.asarray(annotate(image, res, mask_alpha=0.0))
+    assert (drawn[20, 30] == (0, 255, 0)).all() and (drawn[5, 5] == (255, 0, 0)).all()

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from copy import deepcopy as copy_module
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +43,7 @@ from visionkit import (
 )
 from visionkit.export import ExportSpec
 from visionkit.images import as_batch
+from visionkit_sam._decoder import PAD_LABEL, SamDecoderNet
 from visionkit_sam._model import ModelConfig, load_model
 from visionkit_sam._options import MobileSamOptions, SamAutoOptions, SamOptions
 from visionkit_sam._prompts import Prompts, parse_prompts
@@ -189,6 +191,7 @@ class _SamModelMixin:
         self.model_type = cfg.model_type
         self.fingerprint = fingerprint
         self.transform = ResizeLongestSide(cfg.image_size)
+        self.decoder = SamDecoderNet(self.model).eval()
 
 
 class SamBackend(_SamModelMixin, Backend[SamOptions]):
@@ -286,36 +289,58 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
         self.cache.clear()
 
     # -- decoder --------------------------------------------------------------------------------------
+    def decoder_inputs(self, embedding: SamEmbedding, prompts: Prompts) -> tuple[torch.Tensor, ...]:
+        """The decoder network's inputs for ``prompts`` (see :class:`visionkit_sam._decoder.SamDecoderNet`).
+
+        Points and box corners are mapped into the resized encoder input, as ``SamPredictor`` does;
+        a point-only prompt gets SAM's padding point.
+        """
+        size = embedding.original_size
+        parts, labels = [], []
+        if prompts.points is not None:
+            parts.append(self.transform.apply_coords(prompts.points, size))
+            labels.append(prompts.labels.astype(np.float32))
+        if prompts.boxes is not None:
+            corners = self.transform.apply_boxes(prompts.boxes, size).reshape(-1, 2, 2)
+            parts.append(corners)
+            labels.append(np.broadcast_to(np.array([2.0, 3.0], np.float32), (len(corners), 2)))
+        else:
+            parts.append(np.zeros((prompts.count, 1, 2)))
+            labels.append(np.full((prompts.count, 1), PAD_LABEL, np.float32))
+        dev = self.torch_device
+        coords = torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float, device=dev)
+        point_labels = torch.as_tensor(np.concatenate(labels, axis=1), dtype=torch.float, device=dev)
+        s = self.config.low_res_size
+        if prompts.mask_input is not None:
+            mask = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=dev)
+            has_mask = torch.ones(1, device=dev)
+        else:
+            mask = torch.zeros(1, 1, s, s, device=dev)
+            has_mask = torch.zeros(1, device=dev)
+        features = torch.as_tensor(embedding.features, dtype=torch.float, device=dev)
+        return features, coords, point_labels, mask, has_mask
+
+    def decoder_forward(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder (torch): ``(low_res (b, 4, s, s), iou (b, 4))`` for all mask tokens.
+
+        The replaceable network stage of the decoder, like ``forward`` is the encoder's: a runtime
+        plugin (ONNX Runtime) swaps it for its own session; :meth:`decoder_inputs` and the result
+        conversion stay.
+        """
+        with torch.inference_mode():
+            return self.decoder(*inputs)
+
     def decode(self, embedding: SamEmbedding, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for all prompts at once: ``(low_res (b,k,s,s), iou (b,k))``.
 
-        Mirrors ``SamPredictor.predict_torch``; the image embedding is shared by the batch.
+        Mirrors ``SamPredictor.predict_torch``: one decoder batch shares the image embedding;
+        ``k`` is 3 (the multimask tokens) or 1 (the single-mask token).
         """
-        dev = self.torch_device
-        size = embedding.original_size
-        points = boxes = masks = None
-        if prompts.points is not None:
-            coords = self.transform.apply_coords(prompts.points, size)
-            points = (
-                torch.as_tensor(coords, dtype=torch.float, device=dev),
-                torch.as_tensor(prompts.labels, dtype=torch.int, device=dev),
-            )
-        if prompts.boxes is not None:
-            boxes = torch.as_tensor(
-                self.transform.apply_boxes(prompts.boxes, size), dtype=torch.float, device=dev
-            )
-        if prompts.mask_input is not None:
-            masks = torch.as_tensor(prompts.mask_input, dtype=torch.float, device=dev)
-        with torch.inference_mode():
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            low_res, iou = self.model.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=prompts.multimask,
-            )
-        return low_res, iou
+        low_res, iou = self.decoder_forward(self.decoder_inputs(embedding, prompts))
+        low_res = torch.as_tensor(low_res, device=self.torch_device)
+        iou = torch.as_tensor(iou, device=self.torch_device)
+        keep = slice(1, None) if prompts.multimask else slice(0, 1)
+        return low_res[:, keep], iou[:, keep]
 
     def segment_prompt(
         self,
@@ -398,20 +423,136 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
                 backend=self.name,
                 model_type=self.model_type,
                 multimask_output=prompts.multimask,
+                **_prompt_record(prompts),
             ),
         )
 
     def export_spec(self) -> ExportSpec:
-        """The image encoder (the heavy, cacheable part) for another runtime; the decoder stays in torch."""
+        """The image encoder (the heavy, cacheable part): ``images (B,3,S,S) → image_embeddings``."""
         s = self.config.image_size
         return ExportSpec(
-            module=self.model.image_encoder.eval(),
+            module=_traceable_encoder(self.model.image_encoder).eval(),
             example_inputs=(torch.zeros(1, 3, s, s, device=self.torch_device),),
             input_names=["images"],
             output_names=["image_embeddings"],
-            key=f"{self.name}-encoder-{self.fingerprint}",
+            key=f"{self.name}-encoder-{self.weights_key()}",
             dynamic_axes={"images": {0: "batch"}, "image_embeddings": {0: "batch"}},
         )
+
+    def weights_key(self) -> str:
+        """Export cache key of the weights: the checkpoint's name/size/mtime, or for a random init a
+        hash of the parameters (two random inits must not share a cached ONNX file)."""
+        if not self.fingerprint.startswith("random-"):
+            return self.fingerprint
+        if getattr(self, "_random_key", None) is None:
+            h = hashlib.blake2b(digest_size=12)
+            for name, tensor in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._random_key = f"{self.fingerprint}-{h.hexdigest()}"
+        return self._random_key
+
+    def export_specs(self) -> list[ExportSpec]:
+        """Both networks: the encoder (stage ``forward``) and the prompt decoder (``decoder_forward``)."""
+        return [self.export_spec(), self.decoder_export_spec()]
+
+    def decoder_export_spec(self) -> ExportSpec:
+        """Prompt encoder + mask decoder, any number of prompts and points (dynamic INT8 by default:
+        a MatMul-heavy two-way transformer)."""
+        grid = self.config.image_size // 16
+        example = self.decoder_inputs(
+            SamEmbedding(
+                torch.zeros(1, self.model.prompt_encoder.embed_dim, grid, grid, device=self.torch_device),
+                (self.config.image_size, self.config.image_size),
+                (self.config.image_size, self.config.image_size),
+                "",
+                self._owner,
+            ),
+            parse_prompts(
+                points=[(8.0, 8.0)],
+                labels=[1],
+                boxes=None,
+                mask_input=None,
+                multimask_output=True,
+                image_shape=(self.config.image_size, self.config.image_size),
+                low_res_size=self.config.low_res_size,
+            ),
+        )
+        prompts = {0: "prompts", 1: "points"}
+        return ExportSpec(
+            module=self.decoder,
+            example_inputs=example,
+            input_names=["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+            output_names=["low_res_masks", "iou_predictions"],
+            key=f"{self.name}-decoder-{self.weights_key()}-{self.config.image_size}",
+            dynamic_axes={
+                "point_coords": prompts,
+                "point_labels": prompts,
+                "mask_input": {0: "mask_batch"},
+                "low_res_masks": {0: "prompts"},
+                "iou_predictions": {0: "prompts"},
+            },
+            calibration_inputs=self._decoder_calibration_inputs,
+            dynamic_quantization=True,
+            stage="decoder_forward",
+        )
+
+    def _decoder_calibration_inputs(self, images: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
+        """Decoder inputs for static-INT8 calibration: the image's embedding, a 3x3 grid of clicks."""
+        image = images[0]
+        h, w = image.shape[:2]
+        batch = self.preprocess([image], self.options)
+        embedding = self.postprocess(self.forward(batch.inputs), batch, Task.SEGMENT_PROMPT)[0]
+        xs, ys = np.meshgrid(np.linspace(0.2, 0.8, 3) * w, np.linspace(0.2, 0.8, 3) * h)
+        clicks = np.stack([xs.ravel(), ys.ravel()], axis=1)[:, None, :]
+        prompts = parse_prompts(
+            points=clicks,
+            labels=np.ones((9, 1)),
+            boxes=None,
+            mask_input=None,
+            multimask_output=False,
+            image_shape=(h, w),
+            low_res_size=self.config.low_res_size,
+        )
+        return self.decoder_inputs(embedding, prompts)
+
+
+def _prompt_record(prompts: Prompts) -> dict[str, Any]:
+    """The prompts in image pixels, kept in the result's metadata (``visionkit.draw`` marks them)."""
+    record: dict[str, Any] = {}
+    if prompts.points is not None:
+        record["points"] = prompts.points.reshape(-1, 2).tolist()
+        record["labels"] = prompts.labels.reshape(-1).tolist()
+    if prompts.boxes is not None:
+        record["boxes"] = prompts.boxes.tolist()
+    return record
+
+
+def _traceable_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
+    """``encoder``, or a copy whose ultralytics ``LayerNorm2d`` are segment-anything's equivalent.
+
+    ultralytics' TinyViT neck normalises with ``F.layer_norm(..., x.shape[1:2])``: the ONNX tracer
+    records that shape as a runtime value and refuses to export it. segment-anything's LayerNorm2d
+    (same parameters, explicit mean/variance) exports; the two agree to float rounding.
+    """
+    from segment_anything.modeling.common import LayerNorm2d
+
+    names = [
+        name
+        for name, m in encoder.named_modules()
+        if type(m).__name__ == "LayerNorm2d" and type(m).__module__.startswith("ultralytics")
+    ]
+    if not names:
+        return encoder
+    copy = copy_module(encoder)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = copy.get_submodule(parent_name) if parent_name else copy
+        old = getattr(parent, child)
+        new = LayerNorm2d(old.weight.shape[0], eps=old.eps).to(old.weight.device)
+        new.load_state_dict({"weight": old.weight, "bias": old.bias})
+        setattr(parent, child, new)
+    return copy
 
 
 class MobileSamBackend(SamBackend):
