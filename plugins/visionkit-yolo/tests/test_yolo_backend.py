@@ -244,9 +244,14 @@ def test_postprocess_accepts_numpy_outputs(seg: object, bus: np.ndarray) -> None
     assert seg.postprocess(as_numpy, batch, task) == seg.postprocess(raw, batch, task)
 
 
-def test_random_export_key_names_the_seed() -> None:
-    spec = visionkit.load("yolo", weights=None, imgsz=64).export_spec()
-    assert spec.key == "yolo-detect-random-yolov8n-seed0-imgsz64"
+def test_random_export_key_names_the_seed_and_follows_the_tensors() -> None:
+    backend = visionkit.load("yolo", weights=None, imgsz=64)
+    key = backend.export_spec().key
+    assert key.startswith("yolo-detect-random-yolov8n-seed0-") and key.endswith("-imgsz64")
+    assert visionkit.load("yolo", weights=None, imgsz=64).export_spec().key == key  # same seed, same key
+    with torch.no_grad():
+        next(backend.model.parameters()).add_(1.0)  # weights edited in place: never the old export
+    assert backend.export_spec().key != key
 
 
 # -- registration --------------------------------------------------------------------------------------

@@ -368,13 +368,60 @@ class _YoloBase(Backend[Any]):
             return self._net(inputs)
 
     def _weights_key(self) -> str:
-        if self._weights_file is None:
-            return self._weights_id
         h = hashlib.sha256()
+        if self._weights_file is None:
+            # a random init (or weights edited in place): hash the tensors, so two networks never share
+            # a cached export under the same seed-derived name
+            for name, tensor in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            return f"{self._weights_id}-{h.hexdigest()[:16]}"
         with open(self._weights_file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()
+
+    # -- export ----------------------------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        """The fused network at a fixed square ``imgsz`` input, for another runtime.
+
+        The exported graph has a static ``imgsz x imgsz`` input (dynamic batch), so calling this pins
+        a detector's letterbox to square (as ``rect=False``): pre- and post-processing then fit
+        whatever runtime replaces :meth:`forward`. A classifier's centre crop is square already.
+        """
+        if self._onnx is not None:
+            raise ExportNotSupportedError(
+                f"Backend {self.name!r} already runs the ONNX file {str(self._weights_file)!r}; "
+                "load the .pt checkpoint to export it."
+            )
+        imgsz = self._imgsz(self.options)
+        model = copy.deepcopy(self.model).float().to("cpu").to(memory_format=torch.contiguous_format)
+        head = model.model[-1]
+        head.export, head.format, head.dynamic = True, "onnx", False
+        segment = self.model_task == "segment"
+        net = _Net(model, segment=segment).eval()
+        outputs = ["output0", "output1"] if segment else ["output0"]
+        self._square_only = True
+
+        def calibration_inputs(images: Sequence[Any]) -> tuple[torch.Tensor]:
+            square = "rect" in type(self.options).model_fields
+            opts = self.options.model_copy(update={"rect": False}) if square else self.options
+            batch = self.preprocess([load_image(im) for im in images], opts)
+            x = batch.inputs if isinstance(batch.inputs, torch.Tensor) else torch.cat(batch.inputs)
+            return (x.float().cpu().contiguous(),)
+
+        return ExportSpec(
+            module=net,
+            example_inputs=(torch.zeros(1, 3, imgsz, imgsz),),
+            input_names=["images"],
+            output_names=outputs,
+            key=f"yolo-{self.model_task}-{self._weights_key()}-imgsz{imgsz}",
+            dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
+            # The head's tail stays float: a detector's DFL decode and concat of pixel boxes with 0-1
+            # scores; a classifier's softmax (uint8 probabilities would tie the top classes).
+            sensitive_outputs=["output0"],
+            calibration_inputs=calibration_inputs,
+        )
 
 
 class _Letterboxed(_YoloBase):
@@ -509,46 +556,6 @@ class _Letterboxed(_YoloBase):
             fields["mask"] = masks.cpu().numpy().astype(bool)
             return InstanceMasks(**fields)
         return Detections(**fields)
-
-    # -- export ----------------------------------------------------------------------------------------
-    def export_spec(self) -> ExportSpec:
-        """The fused network at a fixed square ``imgsz`` input, for another runtime.
-
-        The exported graph has a static ``imgsz x imgsz`` input (dynamic batch), so calling this pins
-        this backend's letterbox to square (as ``rect=False``): pre- and post-processing then fit
-        whatever runtime replaces :meth:`forward`.
-        """
-        if self._onnx is not None:
-            raise ExportNotSupportedError(
-                f"Backend {self.name!r} already runs the ONNX file {str(self._weights_file)!r}; "
-                "load the .pt checkpoint to export it."
-            )
-        imgsz = self._imgsz(self.options)
-        model = copy.deepcopy(self.model).float().to("cpu").to(memory_format=torch.contiguous_format)
-        head = model.model[-1]
-        head.export, head.format, head.dynamic = True, "onnx", False
-        segment = self.model_task == "segment"
-        net = _Net(model, segment=segment).eval()
-        outputs = ["output0", "output1"] if segment else ["output0"]
-        self._square_only = True
-
-        def calibration_inputs(images: Sequence[Any]) -> tuple[torch.Tensor]:
-            opts = self.options.model_copy(update={"rect": False})
-            batch = self.preprocess([load_image(im) for im in images], opts)
-            x = batch.inputs if isinstance(batch.inputs, torch.Tensor) else torch.cat(batch.inputs)
-            return (x.float().cpu().contiguous(),)
-
-        return ExportSpec(
-            module=net,
-            example_inputs=(torch.zeros(1, 3, imgsz, imgsz),),
-            input_names=["images"],
-            output_names=outputs,
-            key=f"yolo-{self.model_task}-{self._weights_key()}-imgsz{imgsz}",
-            dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
-            # The head's tail (DFL decode, concat of pixel boxes with 0-1 scores) must stay float.
-            sensitive_outputs=["output0"],
-            calibration_inputs=calibration_inputs,
-        )
 
 
 class YoloDetector(_Letterboxed, Detects):
