@@ -7,9 +7,13 @@ Models are randomly initialised at the REAL sizes (random weights cost the same 
 - decoder ms per single point prompt and per call of 1 box vs 16 boxes, embedding cached;
 - 10 point prompts on one image: cached (encoder once) vs uncached (cache_size=0, encoder every call).
 
+``--configs`` adds the same measurements with the networks in ONNX Runtime (``ort-fp32``, ``ort-int8``:
+static INT8 encoder, dynamic INT8 decoder); ``torch`` is the default.
+
 Rounds are interleaved and medians reported. Prints a table and writes JSON.
 
-    python benchmarks/sam_prompts.py [--models mobile-sam sam] [--rounds 5] [--threads 2] [--out sam_prompts.json]
+    python benchmarks/sam_prompts.py [--models mobile-sam sam] [--configs torch ort-fp32 ort-int8]
+                                     [--rounds 5] [--threads 2] [--out sam_prompts.json]
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ import torch
 import visionkit
 
 MODEL_TYPES = {"mobile-sam": "vit_t", "sam": "vit_b"}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "torch": {},
+    "ort-fp32": {"precision": "fp32", "runtime": "onnxruntime"},
+    "ort-int8": {"precision": "int8", "runtime": "onnxruntime"},
+}
 
 
 def _ms(fn: Any) -> float:
@@ -36,11 +45,14 @@ def _ms(fn: Any) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def bench(name: str, rounds: int, image: np.ndarray) -> dict[str, Any]:
+def bench(name: str, config: str, rounds: int, image: np.ndarray, threads: int) -> dict[str, Any]:
+    extra = dict(CONFIGS[config])
+    if extra:
+        extra["runtime_options"] = {"threads": threads}
     torch.manual_seed(0)
-    cached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=4)
-    uncached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=0)
-    uncached.model, uncached.decoder = cached.model, cached.decoder  # same network; only the cache differs
+    cached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=4, **extra)
+    torch.manual_seed(0)  # the same random network (and so the same cached ONNX files)
+    uncached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=0, **extra)
     h, w = image.shape[:2]
     rng = np.random.default_rng(0)
     points = [(float(x), float(y)) for x, y in zip(rng.uniform(0, w, 10), rng.uniform(0, h, 10), strict=True)]
@@ -66,6 +78,7 @@ def bench(name: str, rounds: int, image: np.ndarray) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "model": name,
+        "config": config,
         "model_type": MODEL_TYPES[name],
         "weights": "random init, real architecture",
         "median_ms": med,
@@ -84,6 +97,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["mobile-sam", "sam"], choices=sorted(MODEL_TYPES))
+    parser.add_argument("--configs", nargs="+", default=["torch"], choices=list(CONFIGS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=Path("sam_prompts.json"))
@@ -96,12 +110,12 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": args.threads},
         "image": [480, 640],
         "rounds": args.rounds,
-        "results": [bench(m, args.rounds, image) for m in args.models],
+        "results": [bench(m, c, args.rounds, image, args.threads) for m in args.models for c in args.configs],
     }
     for r in report["results"]:
         m = r["median_ms"]
         print(
-            f"{r['model']:<11} ({r['model_type']}): encoder {m['encoder']:8.1f} ms | point {m['point']:6.1f} ms | "
+            f"{r['model']:<11} ({r['model_type']}, {r['config']}): encoder {m['encoder']:8.1f} ms | point {m['point']:6.1f} ms | "
             f"1 box {m['box1']:6.1f} ms | 16 boxes {m['boxes16']:6.1f} ms ({r['boxes16_over_box1']:.2f}x) | "
             f"10 prompts cached {m['ten_cached']:8.1f} ms vs uncached {m['ten_uncached']:8.1f} ms "
             f"({r['cache_speedup_10_prompts']:.1f}x) | targets {r['targets']}"

@@ -42,6 +42,8 @@ class ExportSpec:
         calibration_inputs: optional callable ``(images) -> example_inputs`` applying the backend's
             own preprocessing, used by quantization calibration.
         dynamic_quantization: prefer dynamic INT8 over static (transformer-heavy models).
+        int8_unsupported: why this network must not be quantized to INT8 (``None``: it may be); a
+            runtime refuses ``precision="int8"`` with this reason before exporting anything.
         stage: the backend attribute the runtime replaces with its session (``forward`` by default);
             it is called with what ``example_inputs`` stands for, as one argument when there is one
             input and as a tuple otherwise.
@@ -57,6 +59,7 @@ class ExportSpec:
     calibration_inputs: Any = None
     dynamic_quantization: bool = False
     opset: int = 17
+    int8_unsupported: str | None = None
     stage: str = "forward"
 
 

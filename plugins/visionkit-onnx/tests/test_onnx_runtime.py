@@ -198,6 +198,12 @@ def test_threads_are_settable_and_reported(registry: visionkit.Registry, cache: 
     be = _load(registry, cache, runtime="onnxruntime", threads=1, inter_op_threads=1)
     assert be.runtime["intra_op_threads"] == 1 and be.runtime["inter_op_threads"] == 1
     assert be.forward.session.get_session_options().intra_op_num_threads == 1
+    spin = "session.intra_op.allow_spinning"
+    assert be.runtime["spinning"] is True  # one network: ORT's default
+    assert be.forward.session.get_session_options().get_session_config_entry(spin) == "1"
+    quiet = _load(registry, cache, runtime="onnxruntime", spinning=False)
+    assert quiet.runtime["spinning"] is False
+    assert quiet.forward.session.get_session_options().get_session_config_entry(spin) == "0"
 
 
 def test_dynamic_quantization_for_matmul_models(

@@ -55,6 +55,11 @@ class RuntimeOptions(BaseModel):
         None, ge=1, description="ORT intra-op threads (default: ORT's, one per core)."
     )
     inter_op_threads: int | None = Field(None, ge=1, description="ORT inter-op threads.")
+    spinning: bool | None = Field(
+        None,
+        description="ORT worker threads spin-wait between runs (default: yes for one network, no when a "
+        "backend runs several, e.g. SAM's encoder and decoder, so they do not steal each other's cores).",
+    )
     graph_optimization: Literal["all", "extended", "basic", "disable"] = Field(
         "all", description="ORT graph optimization level."
     )

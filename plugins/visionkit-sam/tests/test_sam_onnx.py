@@ -66,6 +66,12 @@ def test_both_networks_are_exported(pair: tuple[Any, Any, Any]) -> None:
     assert all(Path(s["model_path"]).exists() for s in stages.values())
     # the torch decoder is no longer called: the stage is the ORT session
     assert type(fp32.decoder_forward).__name__ == "OrtForward"
+    # two sessions run in turn: their threads must not spin-wait and steal each other's cores
+    assert fp32.runtime["spinning"] is False
+    spin = fp32.decoder_forward.session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning"
+    )
+    assert spin == "0"
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["point", "boxes", "grouped-points"])

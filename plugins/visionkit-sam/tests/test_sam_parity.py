@@ -74,12 +74,24 @@ def test_single_box(backend: Any, image: np.ndarray) -> None:
 
 def test_many_boxes_in_one_call(backend: Any, image: np.ndarray) -> None:
     predictor = _predictor(backend, image)
-    boxes = np.array([[10, 10, 50, 40], [60, 30, 110, 80], [0, 0, 128, 96], [20, 50, 70, 90]], np.float64)
+    # 6 boxes: more than one decoder run of `decoder_chunk` (4) prompts, compared to ONE predictor batch
+    boxes = np.array(
+        [
+            [10, 10, 50, 40],
+            [60, 30, 110, 80],
+            [0, 0, 128, 96],
+            [20, 50, 70, 90],
+            [5, 5, 30, 30],
+            [90, 60, 127, 95],
+        ],
+        np.float64,
+    )
+    assert len(boxes) > backend.decoder_chunk
     tb = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), image.shape[:2])
     with torch.inference_mode():
         masks, scores, logits = predictor.predict_torch(None, None, boxes=tb, multimask_output=False)
     result = backend.segment_prompt(image, boxes=boxes)
-    assert result.prompt_index.tolist() == [0, 1, 2, 3]
+    assert result.prompt_index.tolist() == list(range(len(boxes)))
     _assert_same(result, masks[:, 0].numpy(), scores[:, 0].numpy(), logits[:, 0].numpy())
 
 

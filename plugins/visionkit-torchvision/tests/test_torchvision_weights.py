@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from visionkit_torchvision._backend import load_lraspp
 
 import visionkit
 from visionkit import BackendError, InvalidOptionError, WeightsNotFoundError
-from visionkit.export import ExportNotSupportedError, export_spec_of
+from visionkit.export import export_spec_of
 from visionkit.testing import make_test_image
 
 LRASPP = "lraspp_mobilenet_v3_large"
@@ -241,10 +242,43 @@ def test_native_precision_and_device_errors() -> None:
 
 
 # -- export -------------------------------------------------------------------------------------------
-def test_detectors_say_why_they_cannot_be_exported() -> None:
-    det = visionkit.load("fasterrcnn-mobilenet", weights=None)
-    with pytest.raises(ExportNotSupportedError, match=r"'fasterrcnn-mobilenet'.*data-dependent NMS.*fp32"):
-        export_spec_of(det)
+@pytest.fixture(scope="module")
+def small_detector() -> Any:
+    torch.manual_seed(0)
+    options = {"min_size": 96, "max_size": 128, "score_threshold": 0.0, "detections_per_image": 5}
+    return visionkit.load("fasterrcnn-mobilenet", weights=None, proposals=20, **options)
+
+
+def test_detector_export_graph_matches_the_backend_and_postprocess_reads_it(small_detector: Any) -> None:
+    """The one-image graph (run eagerly here) gives torchvision's detections; its tuple postprocesses alike."""
+    det = small_detector
+    spec = export_spec_of(det)
+    assert spec.input_names == ["images", "sizes"]
+    assert spec.output_names == ["boxes", "labels", "scores", "count"]
+    assert spec.key == export_spec_of(det).key and det.arch in spec.key
+    images = [make_test_image(90, 120, seed=1), make_test_image(70, 60, seed=2)]  # padded to 90x120
+    batch = det.preprocess(images, det.options)
+    padded, sizes = batch.inputs
+    assert padded.shape == (2, 3, 90, 120) and sizes.tolist() == [[90, 120], [70, 60]]
+    with torch.no_grad():  # what a runtime returns: the graph image by image, outputs concatenated
+        parts = [spec.module(padded[i : i + 1], sizes[i : i + 1]) for i in range(2)]
+    flat = tuple(torch.cat(o) for o in zip(*parts, strict=True))
+    assert flat[-1].tolist() == [len(p[0]) for p in parts]
+    ours = det.postprocess(flat, batch, visionkit.Task.DETECT)
+    singles = [det.detect(im) for im in images]
+    for a, b in zip(ours, singles, strict=True):
+        assert len(a) == len(b) > 0
+        np.testing.assert_array_equal(a.class_id, b.class_id)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, rtol=1e-4, atol=1e-3)
+    # a stricter per-call threshold is applied again to a graph's outputs; a looser one cannot be
+    strict = det.with_options({"score_threshold": float(np.median(ours[0].confidence))})
+    fewer = det.postprocess(flat, det.preprocess(images, strict), visionkit.Task.DETECT)[0]
+    assert len(fewer) < len(ours[0]) and (fewer.confidence > strict.score_threshold).all()
+    looser = det.preprocess(images, det.with_options({"nms_threshold": 0.3}))
+    with pytest.raises(
+        InvalidOptionError, match=r"built with nms_threshold=0.5, so nms_threshold=0.3 cannot"
+    ):
+        det.postprocess(flat, looser, visionkit.Task.DETECT)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, used on purpose
@@ -269,12 +303,27 @@ def test_export_spec_traces_to_onnx_and_matches(name: str, options: dict[str, in
         opset_version=spec.opset,
         dynamo=False,
     )
-    images = [make_test_image(64, 64, seed=1), make_test_image(64, 64, seed=2)]
-    (inputs,) = spec.calibration_inputs(images)
-    (onnx_out,) = ort.InferenceSession(str(path)).run(None, {"images": inputs.numpy()})
-    torch_out = backend.forward(inputs)
+    images = [make_test_image(64, 80, seed=1)]  # the segmenter's graph takes one image at a time
+    inputs = spec.calibration_inputs(images)
+    feeds = {n: x.numpy() for n, x in zip(spec.input_names, inputs, strict=True)}
+    (onnx_out,) = ort.InferenceSession(str(path)).run(None, feeds)
+    torch_out = backend.forward(inputs if len(inputs) > 1 else inputs[0])
     np.testing.assert_allclose(onnx_out, torch_out.numpy(), rtol=1e-4, atol=1e-4)
     # Post-processing accepts the runtime's outputs as they come back (as torch tensors).
     batch = backend.preprocess(images, backend.options)
     task = backend.tasks[0]
-    assert backend.postprocess(torch.from_numpy(onnx_out), batch, task)[0].metadata.image_shape == (64, 64)
+    assert backend.postprocess(torch.from_numpy(onnx_out), batch, task)[0].metadata.image_shape == (64, 80)
+
+
+def test_segmenter_pads_mixed_sizes_and_crops_them_back() -> None:
+    torch.manual_seed(0)
+    seg = visionkit.load("lraspp", weights=None, resize_size=48)
+    images = [make_test_image(60, 90, seed=1), make_test_image(80, 60, seed=2)]
+    padded, sizes = seg.preprocess(images, seg.options).inputs
+    assert padded.shape == (2, 3, 64, 72) and sizes.tolist() == [[48, 72], [64, 48]]
+    assert not padded[0, :, 48:].any() and not padded[1, :, :, 48:].any()  # zero padding
+    batched = seg.segment_semantic(images, return_scores=True)
+    for image, result in zip(images, batched, strict=True):
+        single = seg.segment_semantic(image, return_scores=True)
+        np.testing.assert_array_equal(result.label_map, single.label_map)
+        np.testing.assert_allclose(result.scores, single.scores, atol=1e-6)

@@ -7,6 +7,10 @@ Each backend keeps visionkit's three stages apart:
 * ``forward``: the torchvision network, nothing else (detection models take a list of differently
   sized images and resize/normalise inside; the others take one ``(B, 3, h, w)`` tensor).
 * ``postprocess``: torchvision's outputs -> visionkit results in the input image's pixels.
+
+Detectors and segmenters batch images of different sizes as ``(images, sizes)``: zero-padded to a
+common size, cropped back before the network (see ``_export``), so a runtime plugin can run the
+exported one-image graph image by image.
 """
 
 from __future__ import annotations
@@ -35,8 +39,16 @@ from visionkit import (
     SemanticMask,
     Task,
 )
-from visionkit.export import ExportNotSupportedError, ExportSpec
+from visionkit.export import ExportSpec
 from visionkit_torchvision._catalog import BY_NAME, COCO_CATEGORIES, VOC_CATEGORIES
+from visionkit_torchvision._export import (
+    DetectionGraph,
+    SegmentationGraph,
+    crops,
+    pad_stack,
+    pad_to,
+    split_detections,
+)
 from visionkit_torchvision._options import (
     LOAD_TIME_OPTIONS,
     ClassifierOptions,
@@ -68,6 +80,12 @@ def _label_space(categories: tuple[str, ...]) -> str:
 def _chw(image: np.ndarray) -> torch.Tensor:
     """``(3, H, W)`` uint8 tensor sharing memory with ``image`` when it is writable."""
     return torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)
+
+
+def _example_image(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """A seeded noise image in [0, 1] to trace with (zeros may trace a model that detects nothing)."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand((1, 3, h, w), generator=gen).to(device)
 
 
 class _TorchvisionBackend(Backend[Any]):
@@ -156,6 +174,7 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         self._default_sizes = (tuple(transform.min_size), int(transform.max_size))
         rpn = getattr(self.model, "rpn", None)
         self._default_proposals = int(rpn._post_nms_top_n["testing"]) if rpn is not None else 0
+        self._graph_options: dict[str, Any] | None = None
         self._configure(self.options)
 
     def _configure(self, options: DetectionOptions) -> None:
@@ -183,21 +202,36 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         transform.max_size = options.max_size if options.max_size is not None else self._default_sizes[1]
 
     def preprocess(self, images: list[np.ndarray], options: Any) -> Batch[Any]:
-        """Scale each image to float [0, 1] with the weights' transforms; the model resizes internally."""
+        """Scale each image to float [0, 1] with the weights' transforms; the model resizes internally.
+
+        Inputs are ``(images, sizes)``: the images zero-padded to a common size and their own sizes.
+        """
         self._configure(options)
         transform = self.weights_member.transforms()
-        inputs = [transform(_chw(im)).to(self.torch_device) for im in images]
-        return Batch(images, inputs, [{} for _ in images], options)
+        padded, sizes = pad_stack([transform(_chw(im)) for im in images])
+        return Batch(images, (padded.to(self.torch_device), sizes), [{} for _ in images], options)
 
     def forward(self, inputs: Any) -> Any:
-        """One pass over the list of images (torchvision detection models batch lists natively)."""
+        """One pass over the cropped images (torchvision detection models batch lists natively)."""
+        images, sizes = inputs
         with torch.inference_mode():
-            return self.model(inputs)
+            return self.model(crops(images, sizes))
 
     def postprocess(self, outputs: Any, batch: Batch[Any], task: Task) -> list[Any]:
-        """torchvision's ``{"boxes", "scores", "labels"[, "masks"]}`` dicts -> Detections / InstanceMasks."""
+        """torchvision's ``{"boxes", "scores", "labels"[, "masks"]}`` dicts -> Detections / InstanceMasks.
+
+        Also accepts what a runtime returns for :meth:`export_spec`'s graph (a flat tuple, split by
+        its ``count`` output), where score threshold and detection cap are applied once more so a
+        per-call stricter setting takes effect (a no-op on torchvision's own outputs).
+        """
+        masks = isinstance(self, TorchvisionInstanceSegmenter)
+        if not isinstance(outputs, list):
+            self._check_graph_options(batch.options)
         results: list[Detections] = []
-        for out, image in zip(outputs, batch.images, strict=True):
+        for out, image in zip(split_detections(outputs, masks), batch.images, strict=True):
+            # torchvision keeps scores > score_thresh, sorted by score, then the first detections_per_img
+            keep = torch.nonzero(out["scores"] > batch.options.score_threshold)[:, 0]
+            out = {k: v[keep[: batch.options.detections_per_image]] for k, v in out.items()}
             labels = out["labels"].cpu().numpy().astype(np.int64)
             fields: dict[str, Any] = {
                 "xyxy": out["boxes"].cpu().numpy().astype(np.float32).reshape(-1, 4),
@@ -207,20 +241,76 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
                 "metadata": self.meta(image, label_space=self.label_space),
             }
             if task is Task.SEGMENT_INSTANCES:
-                # torchvision pastes soft masks (n, 1, H, W) in [0, 1] at the input's resolution.
-                soft = out["masks"]
+                # torchvision pastes soft masks (n, 1, H, W) in [0, 1] at the input's resolution
+                # (an exported graph pads them to the batch's padded size: crop that away).
+                h, w = image.shape[:2]
+                soft = out["masks"][..., :h, :w]
                 fields["mask"] = (soft[:, 0] > batch.options.mask_threshold).cpu().numpy()
                 results.append(InstanceMasks(**fields))
             else:
                 results.append(Detections(**fields))
         return results
 
+    def _check_graph_options(self, options: Any) -> None:
+        """Refuse per-call options an exported graph cannot honour (they are baked in at export)."""
+        baked = self._graph_options
+        if baked is None:
+            return
+        for key, value in baked.items():
+            now = getattr(options, key)
+            stricter = (key == "score_threshold" and now >= value) or (
+                key == "detections_per_image" and now <= value
+            )
+            if stricter:
+                continue  # applied again in postprocess
+            if now != value:
+                raise InvalidOptionError(
+                    f"Backend {self.name!r} runs an exported graph built with {key}={value!r}, so {key}={now!r} "
+                    "cannot apply per call (a stricter score_threshold or a smaller detections_per_image can); "
+                    f"load it with {key}={now!r} instead."
+                )
+
     def export_spec(self) -> ExportSpec:
-        """Not supported: see the message."""
-        raise ExportNotSupportedError(
-            f"Backend {self.name!r} ({self.arch}) cannot be exported to another runtime: torchvision detection "
-            "models resize inside the network and return a variable number of detections per image through "
-            "data-dependent NMS, which visionkit's ONNX path does not trace. Run it with precision='fp32'."
+        """The whole torchvision model for one image, returning ``boxes, labels, scores[, masks], count``.
+
+        The graph takes a padded ``(1, 3, H, W)`` image and its ``(1, 2)`` size (height and width are
+        dynamic); the runtime runs a batch image by image. Score threshold, NMS threshold, detection
+        cap, proposals and resize sizes are baked in from the load-time options (they are part of
+        the cache key). ``count`` splits a batch's concatenated detections back into images.
+        """
+        masks = isinstance(self, TorchvisionInstanceSegmenter)
+        options = self.options
+        self._configure(options)
+        self._graph_options = {
+            k: getattr(options, k)
+            for k in (
+                "score_threshold",
+                "nms_threshold",
+                "detections_per_image",
+                "proposals",
+                "min_size",
+                "max_size",
+            )
+        }
+        knobs = "-".join(f"{v}" for v in self._graph_options.values())
+        h, w = self._fixed_size or (240, 320)
+        outputs = ["boxes", "labels", "scores", *(["masks"] if masks else []), "count"]
+        dynamic: dict[str, dict[int, str]] = {"images": {2: "height", 3: "width"}}
+        dynamic.update({name: {0: "detections"} for name in outputs[:3]})
+        if masks:
+            dynamic["masks"] = {0: "detections", 2: "height", 3: "width"}
+        return ExportSpec(
+            module=DetectionGraph(self.model, masks).eval(),
+            example_inputs=(_example_image(h, w, self.torch_device), torch.tensor([[h, w]])),
+            input_names=["images", "sizes"],
+            output_names=outputs,
+            key=f"torchvision-{self.arch}-{self.fingerprint()}-{knobs}",
+            dynamic_axes=dynamic,
+            int8_unsupported=(
+                f"{self.arch} offers fp32 ONNX only: static INT8 of the whole torchvision detector "
+                "(proposals, RoIAlign, box decoding and NMS in one graph) took minutes to calibrate and moved "
+                "scores and boxes far from fp32 when tried. Use precision='fp32' with runtime='onnxruntime'."
+            ),
         )
 
 
@@ -277,30 +367,34 @@ class TorchvisionSemanticSegmenter(_TorchvisionBackend, SegmentsSemantic):
         return self.weights_member.transforms(resize_size=options.resize_size)
 
     def preprocess(self, images: list[np.ndarray], options: Any) -> Batch[Any]:
-        """Resize + normalise; one ``(B, 3, h, w)`` tensor, or a list of them when aspect ratios differ."""
+        """Resize + normalise; ``(images, sizes)``: one ``(B, 3, h, w)`` tensor and each image's size.
+
+        When aspect ratios differ the images are zero-padded to a common size; ``forward`` crops them
+        back, since a padded network input would change the outputs.
+        """
         transform = self.transform(options)
-        tensors = [transform(_chw(im)) for im in images]
-        if len({tuple(t.shape) for t in tensors}) == 1:
-            inputs: Any = torch.stack(tensors).to(self.torch_device)
-        else:  # different network input sizes cannot share a batch without padding, which changes outputs
-            inputs = [t[None].to(self.torch_device) for t in tensors]
-        return Batch(images, inputs, [{} for _ in images], options)
+        padded, sizes = pad_stack([transform(_chw(im)) for im in images])
+        return Batch(images, (padded.to(self.torch_device), sizes), [{} for _ in images], options)
 
     def forward(self, inputs: Any) -> Any:
-        """``out`` logits ``(B, C, h, w)`` (a list of them for a list input)."""
+        """``out`` logits ``(B, C, h, w)``; padded images run one by one, their logits padded back."""
+        images, sizes = inputs
         with torch.inference_mode():
-            if isinstance(inputs, (list, tuple)):
-                return [self.net(x) for x in inputs]
-            return self.net(inputs)
+            if bool((sizes == torch.tensor(images.shape[-2:])).all()):
+                return self.net(images)
+            return torch.cat([pad_to(self.net(x[None]), images) for x in crops(images, sizes)])
 
     def postprocess(self, outputs: Any, batch: Batch[Any], task: Task) -> list[Any]:
         """Logits -> label map (and optional probabilities) at each image's resolution."""
-        per_image = [o for group in outputs for o in group] if isinstance(outputs, list) else list(outputs)
+        sizes = batch.inputs[1].tolist()
         results = []
-        for logits, image in zip(per_image, batch.images, strict=True):
+        for logits, (lh, lw), image in zip(outputs, sizes, batch.images, strict=True):
             h, w = image.shape[:2]
             up = F.interpolate(
-                torch.as_tensor(logits)[None].float(), size=(h, w), mode="bilinear", align_corners=False
+                torch.as_tensor(logits)[None, :, :lh, :lw].float(),
+                size=(h, w),
+                mode="bilinear",
+                align_corners=False,
             )
             fields: dict[str, Any] = {
                 "label_map": up[0].argmax(0).to(torch.int32).cpu().numpy(),
@@ -313,19 +407,20 @@ class TorchvisionSemanticSegmenter(_TorchvisionBackend, SegmentsSemantic):
         return results
 
     def export_spec(self) -> ExportSpec:
-        """The segmentation network returning ``out`` logits; height and width are dynamic."""
+        """The segmentation network for one padded image and its size, returning padded ``out`` logits.
+
+        Height and width are dynamic, the batch is 1: the runtime runs a batch image by image, so
+        images of different sizes (padded in one batch) each see exactly their own pixels.
+        """
         size = self.options.resize_size or int(self.weights_member.transforms().resize_size[0])
         return ExportSpec(
-            module=self.net.eval(),
-            example_inputs=(torch.zeros(1, 3, size, size, device=self.torch_device),),
-            input_names=["images"],
+            module=SegmentationGraph(self.net).eval(),
+            example_inputs=(_example_image(size, size, self.torch_device), torch.tensor([[size, size]])),
+            input_names=["images", "sizes"],
             output_names=["logits"],
-            key=f"torchvision-{self.arch}-{self.fingerprint()}",
-            dynamic_axes={
-                "images": {0: "batch", 2: "height", 3: "width"},
-                "logits": {0: "batch", 2: "height", 3: "width"},
-            },
-            calibration_inputs=lambda images: (self._calibration(images),),
+            key=f"torchvision-{self.arch}-{self.fingerprint()}-padded",
+            dynamic_axes={"images": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
+            calibration_inputs=self._calibration,
         )
 
     def _calibration(self, images: Sequence[Any]) -> Any:
