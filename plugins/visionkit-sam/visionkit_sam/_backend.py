@@ -335,10 +335,11 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             return self.decoder(*inputs)
 
     def decode(self, embedding: SamEmbedding, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder for all prompts at once: ``(low_res (b,k,s,s), iou (b,k))``.
+        """Prompt encoder + mask decoder for all prompts: ``(low_res (b,k,s,s), iou (b,k))``.
 
-        Mirrors ``SamPredictor.predict_torch``: one decoder batch shares the image embedding;
-        ``k`` is 3 (the multimask tokens) or 1 (the single-mask token).
+        Mirrors ``SamPredictor.predict_torch`` (same outputs), run in chunks of ``decoder_chunk``
+        prompts that share the image embedding; ``k`` is 3 (the multimask tokens) or 1 (the
+        single-mask token).
         """
         inputs = self.decoder_inputs(embedding, prompts)
         parts = [self.decoder_forward(chunk) for chunk in _chunks(inputs, self.decoder_chunk)]
