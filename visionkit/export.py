@@ -18,7 +18,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from visionkit.errors import VisionKitError
 
-__all__ = ["ExportNotSupportedError", "ExportSpec", "Exportable", "export_spec_of", "export_specs_of"]
+__all__ = [
+    "ExportNotSupportedError",
+    "ExportSpec",
+    "Exportable",
+    "export_spec_of",
+    "export_specs_of",
+    "tensors_fingerprint",
+]
 
 
 class ExportNotSupportedError(VisionKitError):
@@ -97,3 +104,17 @@ def export_specs_of(backend: Any) -> list[ExportSpec]:
             f"Backend {name!r} returned export specs for stages {stages}; expected one spec per stage."
         )
     return specs
+
+
+def tensors_fingerprint(module: Any) -> str:
+    """A hash of a torch module's parameters and buffers (names and bytes), for ``ExportSpec.key``.
+
+    For weights that have no file to hash: a random init, or weights edited in place.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -41,7 +41,7 @@ from visionkit import (
     Task,
     load_image,
 )
-from visionkit.export import ExportSpec
+from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit.images import as_batch
 from visionkit_sam._decoder import PAD_LABEL, SamDecoderNet
 from visionkit_sam._model import ModelConfig, load_model
@@ -451,11 +451,7 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
         if not self.fingerprint.startswith("random-"):
             return self.fingerprint
         if getattr(self, "_random_key", None) is None:
-            h = hashlib.blake2b(digest_size=12)
-            for name, tensor in self.model.state_dict().items():
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._random_key = f"{self.fingerprint}-{h.hexdigest()}"
+            self._random_key = f"{self.fingerprint}-{tensors_fingerprint(self.model)}"
         return self._random_key
 
     def export_specs(self) -> list[ExportSpec]:
@@ -507,8 +503,7 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
         """Decoder inputs for static-INT8 calibration: the image's embedding, a 3x3 grid of clicks."""
         image = images[0]
         h, w = image.shape[:2]
-        batch = self.preprocess([image], self.options)
-        embedding = self.postprocess(self.forward(batch.inputs), batch, Task.SEGMENT_PROMPT)[0]
+        embedding = self._encode(image, image_key(image))
         xs, ys = np.meshgrid(np.linspace(0.2, 0.8, 3) * w, np.linspace(0.2, 0.8, 3) * h)
         clicks = np.stack([xs.ravel(), ys.ravel()], axis=1)[:, None, :]
         prompts = parse_prompts(

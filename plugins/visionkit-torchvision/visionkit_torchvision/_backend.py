@@ -15,7 +15,6 @@ exported one-image graph image by image.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -39,7 +38,7 @@ from visionkit import (
     SemanticMask,
     Task,
 )
-from visionkit.export import ExportSpec
+from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit_torchvision._catalog import BY_NAME, COCO_CATEGORIES, VOC_CATEGORIES
 from visionkit_torchvision._export import (
     DetectionGraph,
@@ -139,11 +138,7 @@ class _TorchvisionBackend(Backend[Any]):
     def fingerprint(self) -> str:
         """A hash of the network's parameters and buffers (export cache key)."""
         if self._fingerprint is None:
-            digest = hashlib.sha1(self.arch.encode())
-            for key, value in self.model.state_dict().items():
-                digest.update(key.encode())
-                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = tensors_fingerprint(self.model)  # the key already names the arch
         return self._fingerprint
 
 

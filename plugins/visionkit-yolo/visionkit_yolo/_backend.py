@@ -51,7 +51,7 @@ from visionkit import (
     load_image,
     resolve_weights,
 )
-from visionkit.export import ExportNotSupportedError, ExportSpec
+from visionkit.export import ExportNotSupportedError, ExportSpec, tensors_fingerprint
 from visionkit_yolo._options import ClassifyOptions, DetectOptions, SegmentOptions
 
 __all__ = ["RTDETRDetector", "YoloClassifier", "YoloDetector", "YoloSegmenter"]
@@ -368,14 +368,11 @@ class _YoloBase(Backend[Any]):
             return self._net(inputs)
 
     def _weights_key(self) -> str:
-        h = hashlib.sha256()
         if self._weights_file is None:
             # a random init (or weights edited in place): hash the tensors, so two networks never share
             # a cached export under the same seed-derived name
-            for name, tensor in self.model.state_dict().items():
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            return f"{self._weights_id}-{h.hexdigest()[:16]}"
+            return f"{self._weights_id}-{tensors_fingerprint(self.model)}"
+        h = hashlib.sha256()
         with open(self._weights_file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
