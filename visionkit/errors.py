@@ -9,9 +9,11 @@ Hierarchy::
     ├── PluginLoadError                        a plugin failed to import or register (reported, not raised by load)
     ├── TaskNotSupportedError                  the backend does not do the requested task
     ├── InvalidOptionError (ValueError)        unknown or invalid backend option / precision / device
+    │   └── LimitExceededError                 a request exceeds a documented limit (size, prompts, body ...)
     ├── WeightsNotFoundError (FileNotFoundError) nothing found where weights were looked for
     ├── InvalidImageError (ValueError)         an input that is not a usable image
     ├── InvalidPromptError (ValueError)        a prompt (points, boxes, masks) that cannot be used
+    ├── UnsafeWeightsError                     a weights file needs code execution to load; opt in to trust it
     └── BackendError (RuntimeError)            the underlying library failed; the cause is chained
 
 Messages are one sentence naming the offending value, then what was expected and what was received.
@@ -29,9 +31,11 @@ __all__ = [
     "InvalidImageError",
     "InvalidOptionError",
     "InvalidPromptError",
+    "LimitExceededError",
     "PluginLoadError",
     "TaskNotSupportedError",
     "UnknownBackendError",
+    "UnsafeWeightsError",
     "VisionKitError",
     "WeightsNotFoundError",
 ]
@@ -118,6 +122,21 @@ def unknown_option_error(backend: str, key: str, valid: Sequence[str]) -> Invali
     )
 
 
+class LimitExceededError(InvalidOptionError):
+    """A request asks for more work than a documented limit allows.
+
+    Attributes:
+        limit: the name of the limit (an option name such as ``"max_imgsz"``, or ``"body_bytes"``).
+        value: what the request asked for.
+        maximum: the limit in force.
+    """
+
+    def __init__(self, limit: str, value: float, maximum: float, hint: str | None = None) -> None:
+        self.limit, self.value, self.maximum = limit, value, maximum
+        msg = f"{limit}={value!r} exceeds the limit of {maximum!r}."
+        super().__init__(msg + (f" {hint}" if hint else ""))
+
+
 class WeightsNotFoundError(VisionKitError, FileNotFoundError):
     """Weights were not found in any of the places visionkit looked."""
 
@@ -140,6 +159,13 @@ class InvalidImageError(VisionKitError, ValueError):
 
 class InvalidPromptError(VisionKitError, ValueError):
     """A segmentation prompt (points, labels, boxes, mask) is malformed or out of bounds."""
+
+
+class UnsafeWeightsError(VisionKitError):
+    """A weights file can run code when loaded (a pickle, an eval-able config) and was not trusted.
+
+    The message names the explicit opt-in (``trust_pickle=True`` / ``--trust-pickle``) for files you trust.
+    """
 
 
 class BackendError(VisionKitError, RuntimeError):
