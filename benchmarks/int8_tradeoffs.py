@@ -83,19 +83,22 @@ def _load(args: argparse.Namespace, config: str, imgsz: int) -> Any:
         precision=cfg["precision"],
         runtime=cfg["runtime"],
         runtime_options=ropts if cfg["runtime"] else None,
-        **{**_size_options(args.backend, imgsz), **parse_kv(args.option)},
+        **{**_size_options(args.backend, imgsz, rect=args.rect), **parse_kv(args.option)},
     )
 
 
-def _size_options(backend: str, size: int) -> dict[str, Any]:
-    """The backend's own input-size options for ``size`` (YOLO: imgsz; torchvision classifiers: crop)."""
+def _size_options(backend: str, size: int, rect: bool = False) -> dict[str, Any]:
+    """The backend's own input-size options for ``size`` (YOLO: imgsz; torchvision classifiers: crop).
+
+    ``rect``: YOLO's rect letterbox (exported runtimes take it too: dynamic H/W), else one square input.
+    """
     from visionkit import get_registry
     from visionkit.registry import import_string
 
     spec = get_registry().get(backend)
     fields = set(import_string(spec.options, owner=spec.name).model_fields) if spec.options else set()
     if "imgsz" in fields:
-        return {"imgsz": size, "rect": False} if "rect" in fields else {"imgsz": size}  # one square input
+        return {"imgsz": size, "rect": rect} if "rect" in fields else {"imgsz": size}
     if "crop_size" in fields:  # ImageNet convention: resize to 256/224 of the crop, then centre-crop
         return {"crop_size": size, "resize_size": round(size * 256 / 224)}
     if "image_size" in fields:  # SAM: the encoder's square input
@@ -311,6 +314,8 @@ def _run_worker(args: argparse.Namespace, config: str, size: int, ap: bool) -> d
         cmd += ["--weights", args.weights]
     if args.calib:
         cmd += ["--calib", args.calib]
+    if args.rect:
+        cmd += ["--rect"]
     for item in args.option:
         cmd += ["--option", item]
     if ap:
@@ -349,7 +354,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument(
-        "--calib", default=None, help="calibration folder (default: VISIONKIT_DATA coco-mini, else synthetic)"
+        "--calib",
+        default=None,
+        help="calibration folder (default: VISIONKIT_DATA coco-mini, else visionkit-onnx's bundled photos)",
+    )
+    p.add_argument(
+        "--rect", action="store_true", help="YOLO: rect letterbox (4:3 photos run 640x480), not square"
     )
     p.add_argument("--ap", action="store_true", help="COCO mAP50-95 on coco-mini (needs VISIONKIT_DATA)")
     p.add_argument("--json", default=None, help="write the results here")

@@ -253,3 +253,20 @@ def test_cli_eval_imagefolder_and_masks(tmp_path: Path, capsys: pytest.CaptureFi
     )
     data = json.loads(capsys.readouterr().out)
     assert data["miou"] == 1.0 and data["ignore_index"] is None
+
+
+def test_cli_compare_exit_status_when_rows_error(
+    tmp_path: Path, coco: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = str(coco.parent / "images")
+    argv = ["--coco", str(coco), "--images", images, "--plugin", FAKES, "--runs", "1", "--warmup", "0"]
+    argv += ["--no-isolate", "--limit", "2", "--plot", str(tmp_path / "p.png")]
+    # fake-detector:int8 has no runtime to run it: every row errors, which is not a success
+    assert _cli(["compare", "fake-detector:int8", "fake-detector:fp16", *argv]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("error: ") == 2
+    assert captured.err.strip() == "2 of 2 rows failed (see the table)"
+    assert _cli(["compare", "fake-detector", "fake-detector:int8", *argv]) == 1  # one of two
+    assert capsys.readouterr().err.strip() == "1 of 2 rows failed (see the table)"
+    assert _cli(["compare", "fake-detector", *argv, "--limit", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --limit must be a number of images, at least 1")

@@ -162,11 +162,14 @@ def test_cli_bench_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert _cli(["bench", "fake-detector", "--plugin", FAKES, "--runs", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: runs must be >= 1")
+    # every configuration failed: the table says why, and the exit status is not success
     assert (
         _cli(["bench", "fake-detector", "--plugin", FAKES, "--no-isolate", "-O", "nope=1", "--runs", "1"])
-        == 0
+        == 1
     )
-    assert "Unknown option 'nope'" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Unknown option 'nope'" in captured.out
+    assert captured.err.strip() == "1 of 1 configuration failed (see the table)"
     with pytest.raises(SystemExit):
         _cli(["bench", "fake-detector", "-O", "novalue"])
     assert "Option 'novalue' must look like KEY=VALUE" in capsys.readouterr().err

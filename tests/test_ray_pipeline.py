@@ -103,18 +103,28 @@ def test_parquet_directory_output(ray_session: None, images: Path, tmp_path: Pat
 
 
 def test_worker_errors_are_one_clear_error(ray_session: None, images: Path, tmp_path: Path) -> None:
-    # Fakes declare no light options model, so the bad option is only seen when an actor loads.
-    loader = BackendLoader("fake-detector", weights=None, plugins=FAKES, options={"treshold": 0.5})
+    # The precision is not checked on the driver, so it is only refused when an actor loads.
+    loader = BackendLoader("fake-detector", weights=None, plugins=FAKES, precision="int8")
     with pytest.raises(
         visionkit.BackendError,
-        match="could not run backend 'fake-detector': InvalidOptionError: Unknown option 'treshold'",
+        match=r"could not run backend 'fake-detector': InvalidOptionError: .* does not support precision 'int8'",
     ):
         predict_ray(loader, [str(images / "0*")], out=tmp_path / "x.jsonl", workers=1)
+    # ... and the output it had locked is free again
+    again = BackendLoader("fake-detector", weights=None, plugins=FAKES)
+    assert predict_ray(again, [str(images / "0*")], out=tmp_path / "x.jsonl", workers=1).processed >= 1
 
 
 def test_checked_before_ray_starts(tmp_path: Path, images: Path) -> None:
     with pytest.raises(visionkit.UnknownBackendError, match="Unknown backend 'nope'"):
         predict_ray(BackendLoader("nope", plugins=FAKES), [str(images)], out=tmp_path / "x.jsonl")
+    # the fakes declare a light options model: a misspelt option is refused on this machine
+    with pytest.raises(visionkit.InvalidOptionError, match="Unknown option 'treshold'"):
+        predict_ray(
+            BackendLoader("fake-detector", plugins=FAKES, options={"treshold": 0.5}),
+            [str(images)],
+            out=tmp_path / "x.jsonl",
+        )
     with pytest.raises(visionkit.TaskNotSupportedError, match="does not do task 'classify'"):
         predict_ray(
             BackendLoader("fake-detector", plugins=FAKES),

@@ -382,14 +382,15 @@ class Slow(FakeDetector):
     name = "slow"
     active = 0
     peak = 0
-    lock = threading.Lock()
+    # not named `lock`: that is visionkit.Backend's own per-instance lock, held around forward
+    counting = threading.Lock()
 
     def forward(self, inputs: Any) -> Any:
-        with Slow.lock:
+        with Slow.counting:
             Slow.active += 1
             Slow.peak = max(Slow.peak, Slow.active)
         time.sleep(0.3)
-        with Slow.lock:
+        with Slow.counting:
             Slow.active -= 1
         return super().forward(inputs)
 

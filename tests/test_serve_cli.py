@@ -77,6 +77,75 @@ def test_bad_settings_are_explained(argv: list[str], message: str) -> None:
     assert message in str(exc.value)
 
 
+def test_protection_flags_reach_the_config() -> None:
+    _, config = serve_settings(
+        parse(
+            [
+                "yolo",
+                "--max-connections",
+                "10",
+                "--header-timeout",
+                "2.5",
+                "--body-timeout",
+                "7",
+                "--send-timeout",
+                "9",
+                "--max-response-mb",
+                "2",
+                "--max-prompts",
+                "8",
+            ]
+        )
+    )
+    assert (config.max_connections, config.header_timeout_s, config.body_timeout_s) == (10, 2.5, 7.0)
+    assert (config.send_timeout_s, config.max_response_bytes, config.max_prompts) == (9.0, 2 * 1024 * 1024, 8)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "99999"], "--port 99999 is not a TCP port; use 1-65535"),
+        (["--port", "-1"], "--port -1 is not a TCP port"),
+        (["--max-body-mb", "nan"], "--max-body-mb must be a positive number of megabytes, but got nan"),
+        (["--max-response-mb", "0"], "--max-response-mb must be a positive number of megabytes"),
+        (["--body-timeout", "0"], "ServeConfig.body_timeout_s must be a positive number of seconds"),
+        (["--max-connections", "0"], "ServeConfig.max_connections must be at least 1"),
+    ],
+)
+def test_bad_protection_flags_are_explained(argv: list[str], message: str) -> None:
+    with pytest.raises(visionkit.InvalidOptionError) as exc:
+        serve_settings(parse(["yolo", *argv]))
+    assert message in str(exc.value)
+
+
+def test_bad_port_is_one_line_before_any_load() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "visionkit._cli_scale", "serve", "no-such-model", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --port 99999 is not a TCP port; use 1-65535.\n"
+
+
+def test_a_port_in_use_is_reported_before_the_backends_load() -> None:
+    pytest.importorskip("visionkit_yolo", reason="visionkit-yolo is not installed")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "visionkit._cli_scale", "serve", "yolo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: Cannot listen on 127.0.0.1:{port} (")
+    assert "Traceback" not in proc.stderr and "loading" not in proc.stderr  # refused before the load
+
+
 def test_unknown_backend_fails_before_serving() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "visionkit._cli_scale", "serve", "no-such-model", "--port", "1"],
@@ -174,3 +243,15 @@ def _serve_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     add_commands(sub)
     return sub.choices["serve"]
+
+
+def test_the_python_example_in_docs_serving_md_runs_and_returns() -> None:
+    pytest.importorskip("httpx")
+    text = (Path(__file__).parents[1] / "docs" / "serving.md").read_text()
+    section = text.split("## From Python", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "ServerThread" in example and "my_backend" not in example
+    # in a child process with a deadline: the example must serve, answer and return on its own
+    proc = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "red" in proc.stdout

@@ -18,6 +18,8 @@ from visionkit.backend import (
     Detects,
     SegmentsInstances,
     SegmentsSemantic,
+    check_limit,
+    limit_option,
 )
 from visionkit.bench import benchmark
 from visionkit.errors import (
@@ -58,6 +60,8 @@ from visionkit.results import (
     ResultMeta,
     SemanticMask,
 )
+from visionkit.sliced import sliced
+from visionkit.tracking import TrackedFrame, track
 from visionkit.weights import resolve_weights
 
 __version__ = "0.1.0"
@@ -97,18 +101,23 @@ __all__ = [
     "SemanticSegmenter",
     "Task",
     "TaskNotSupportedError",
+    "TrackedFrame",
     "UnknownBackendError",
     "UnsafeWeightsError",
     "VisionKitError",
     "WeightsNotFoundError",
     "__version__",
     "benchmark",
+    "check_limit",
     "evaluate",
     "get_registry",
     "hookimpl",
+    "limit_option",
     "list_backends",
     "load",
     "load_image",
     "pipeline",
     "resolve_weights",
+    "sliced",
+    "track",
 ]

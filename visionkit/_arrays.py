@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,19 +80,61 @@ class ArraySpec:
             # Masks: bit-packed and base64'd, 8x smaller than a list of bools and lossless.
             packed = np.packbits(arr.reshape(-1))
             return {"shape": list(arr.shape), "packbits": base64.b64encode(packed.tobytes()).decode("ascii")}
-        if self.dtype is None:
+        if self.dtype is None or (arr.size == 0 and self._loses_shape(arr.shape)):
+            # An empty list cannot carry free trailing dimensions (e.g. logits (0, 256, 256)): keep the shape.
             return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.reshape(-1).tolist()}
         return arr.tolist()
 
+    def _loses_shape(self, shape: tuple[int, ...]) -> bool:
+        """True when ``[]`` would validate back to a different shape than ``shape``."""
+        if self.shape is None:
+            return True
+        return any(want is None and got != 0 for want, got in zip(self.shape[1:], shape[1:], strict=False))
+
     @staticmethod
     def _from_json_dict(value: dict[str, Any]) -> np.ndarray:
-        shape = tuple(int(s) for s in value.get("shape", ()))
+        # This is where untrusted JSON becomes memory: check every size before allocating anything.
+        raw_shape = value.get("shape", ())
+        if not isinstance(raw_shape, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_shape
+        ):
+            raise ValueError(f"'shape' must be a list of non-negative integers, but got {raw_shape!r}")
+        shape = tuple(raw_shape)
+        count = math.prod(shape)
         if "packbits" in value:
-            bits = np.frombuffer(base64.b64decode(value["packbits"]), dtype=np.uint8)
-            count = int(np.prod(shape)) if shape else 0
+            text = value["packbits"]
+            if not isinstance(text, str):
+                raise ValueError(f"'packbits' must be base64 text, but got {type(text).__name__}")
+            try:
+                packed = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"'packbits' is not valid base64 ({exc})") from None
+            want = (count + 7) // 8
+            if len(packed) != want:
+                raise ValueError(
+                    f"'packbits' must hold {want} bytes for shape {list(shape)}, but holds {len(packed)} "
+                    "(truncated or corrupt mask data)"
+                )
+            bits = np.frombuffer(packed, dtype=np.uint8)
             return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
         if "data" in value:
-            return np.asarray(value["data"], dtype=np.dtype(value.get("dtype", "float64"))).reshape(shape)
+            data = value["data"]
+            if not isinstance(data, list):
+                raise ValueError(f"'data' must be a flat list of numbers, but got {type(data).__name__}")
+            if len(data) != count:
+                raise ValueError(
+                    f"'data' must hold {count} values for shape {list(shape)}, but holds {len(data)}"
+                )
+            try:
+                dtype = np.dtype(value.get("dtype", "float64"))
+            except TypeError as exc:
+                raise ValueError(f"'dtype' {value.get('dtype')!r} is not a numpy dtype ({exc})") from None
+            if dtype.kind not in "biuf":
+                raise ValueError(f"'dtype' must be a boolean, integer or float dtype, but got {dtype.str!r}")
+            try:
+                return np.asarray(data, dtype=dtype).reshape(shape)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"'data' does not fit dtype {dtype.str!r} ({exc})") from None
         raise ValueError("an array given as a dict needs 'shape' and either 'packbits' or 'data'")
 
     # -- pydantic hooks -------------------------------------------------------------------------

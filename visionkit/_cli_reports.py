@@ -2,8 +2,9 @@
 
 ``visionkit.cli`` calls :func:`add_commands` with its subparsers; each subcommand stores its handler as
 ``func`` (``args.func(args) -> exit code``). Every command prints a table, or the report's JSON with
-``--json``, and can write the JSON to a file with ``--output``. Exit codes: 0 success, 2 error,
-130 interrupted (Ctrl-C; the partial report is still printed).
+``--json``, and can write the JSON to a file with ``--output``. Exit codes: 0 success, 1 the report
+was printed but some configuration (``bench``) or row (``compare``) failed, 2 error (one ``error:``
+line), 130 interrupted (Ctrl-C; the partial report is still printed).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.cli import parse_option
+from visionkit.cli import TRUST_PICKLE_HELP, parse_option
 from visionkit.errors import InvalidOptionError, VisionKitError
 from visionkit.loading import DEFAULT
 
 __all__ = ["add_commands"]
 
-# 2 for errors, as ``visionkit.cli.main`` returns for the other commands.
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+# As ``visionkit.cli.main`` returns for the other commands.
+EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def add_commands(subparsers: Any) -> None:
@@ -53,6 +54,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="backend option (repeatable), e.g. -O imgsz=320; values are parsed as JSON when they can be",
     )
     p.add_argument(
+        "--trust-pickle",
+        dest="options",
+        action="append_const",
+        const=("trust_pickle", True),
+        help=TRUST_PICKLE_HELP,
+    )
+    p.add_argument(
         "-R",
         "--runtime-option",
         dest="runtime_options",
@@ -79,13 +87,36 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
-def _emit(report: Any, args: argparse.Namespace) -> int:
+def _emit(report: Any, args: argparse.Namespace, rows: Sequence[Any] = (), what: str = "") -> int:
+    """Print (and save) ``report``; the exit status also says whether any of ``rows`` has an ``error``."""
     text = report.to_json()
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
     print(text if args.json else report.table())
-    return EXIT_INTERRUPTED if getattr(report, "interrupted", False) else EXIT_OK
+    if getattr(report, "interrupted", False):
+        return EXIT_INTERRUPTED
+    failed = [r for r in rows if r.error]
+    if failed:  # a report of errors is not a success: scripts and CI must see it
+        print(
+            f"{len(failed)} of {len(rows)} {what}{'s' if len(rows) > 1 else ''} failed (see the table)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output files and numeric flags checked before minutes of work, not after."""
+    from visionkit.cli import _writable_file
+
+    for flag in ("output", "results", "plot"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            _writable_file(str(value), f"--{flag}")
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise InvalidOptionError(f"--limit must be a number of images, at least 1, but got {limit}.")
 
 
 def _guard(fn: Any) -> Any:
@@ -93,6 +124,7 @@ def _guard(fn: Any) -> Any:
 
     def run(args: argparse.Namespace) -> int:
         try:
+            _check_outputs(args)
             return int(fn(args))
         except VisionKitError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -268,7 +300,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         **_timing_kwargs(args),
     )
-    return _emit(report, args)
+    return _emit(report, args, report.results, "configuration")
 
 
 # -- compare -----------------------------------------------------------------------------------------
@@ -315,4 +347,4 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         plot=args.plot,
         **_timing_kwargs(args),
     )
-    return _emit(report, args)
+    return _emit(report, args, report.entries, "row")

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.cli import parse_kv, prompt_from_args
+from visionkit.cli import TRUST_PICKLE_HELP, parse_kv, prompt_from_args
 from visionkit.errors import InvalidOptionError, VisionKitError
 
-__all__ = ["add_commands", "add_predict_arguments", "cmd_serve", "predict_stream", "wants_stream"]
+__all__ = [
+    "add_commands",
+    "add_predict_arguments",
+    "annotated_names",
+    "cli_weights",
+    "cmd_serve",
+    "predict_stream",
+    "wants_stream",
+]
 
 #: Failures listed one by one at the end of a run; more are counted.
 _MAX_LISTED = 20
@@ -66,16 +76,60 @@ def wants_stream(args: argparse.Namespace) -> bool:
         or getattr(args, "ray", False)
         or getattr(args, "ray_address", None)
         or getattr(args, "strict", False)
-        or getattr(args, "batch_size", None)
+        or getattr(args, "batch_size", None) is not None  # --batch-size 0 must reach its check
         or getattr(args, "every", 1) != 1
     )
     return bool(flags) or any(is_stream_input(str(i)) for i in args.images)
 
 
-def _weights(args: argparse.Namespace) -> Any:
+def cli_weights(value: str | None) -> Any:
+    """``--weights`` as ``visionkit.load`` takes it: absent → the default, ``none`` → random init.
+
+    ``none`` means random initialisation in every command (``eval``, ``bench``, ``serve`` ...); a file
+    really named ``none`` is ``./none``.
+    """
     from visionkit.loading import DEFAULT
 
-    return args.weights if getattr(args, "weights", None) is not None else DEFAULT
+    if value is None:
+        return DEFAULT
+    return None if value.lower() == "none" else value
+
+
+def _weights(args: argparse.Namespace) -> Any:
+    return cli_weights(getattr(args, "weights", None))
+
+
+def annotated_names(sources: Sequence[str]) -> Callable[[str, int | None], str]:
+    """File names for ``--save-dir``: ``stem.jpg`` (video frames ``stem_f000005.jpg``).
+
+    Sources that share a stem (``a/x.jpg`` and ``b/x.jpg``, or ``x.png`` next to ``x.jpg``) get
+    ``stem-<8 hex digits of their resolved path's sha1>.jpg`` instead, so none overwrites another and a
+    re-run gives every source the same name.
+    """
+    from visionkit.stream import resolve_source
+
+    by_stem: dict[str, set[str]] = {}
+    for src in sources:
+        by_stem.setdefault(Path(src).stem.casefold(), set()).add(resolve_source(src))
+
+    def name(source: str, frame: int | None = None) -> str:
+        stem = Path(source).stem
+        if len(by_stem.get(stem.casefold(), ())) > 1:
+            stem += "-" + hashlib.sha1(resolve_source(source).encode()).hexdigest()[:8]
+        return stem + ("" if frame is None else f"_f{frame:06d}") + ".jpg"
+
+    return name
+
+
+def check_prompt_task(args: argparse.Namespace, task: Any) -> None:
+    """``--point``/``--box`` only with ``segment_prompt``: refused, not ignored, for other tasks."""
+    from visionkit.protocols import Task
+
+    if task is not Task.SEGMENT_PROMPT and prompt_from_args(args):
+        raise InvalidOptionError(
+            f"--point and --box are prompts for task 'segment_prompt', but backend {args.name!r} runs "
+            f"{task.value!r} here; drop them, or pass --task segment_prompt to a prompt segmenter."
+        )
 
 
 def predict_stream(args: argparse.Namespace) -> int:
@@ -93,6 +147,14 @@ def predict_stream(args: argparse.Namespace) -> int:
         raise InvalidOptionError(f"--every must be a positive number of frames, but got {args.every}.")
     if args.batch_size is not None and args.batch_size < 1:
         raise InvalidOptionError(f"--batch-size must be at least 1, but got {args.batch_size}.")
+    if args.ray_workers < 1:
+        raise InvalidOptionError(f"--ray-workers must be at least 1, but got {args.ray_workers}.")
+    if args.ray_gpus < 0:
+        raise InvalidOptionError(f"--ray-gpus must be 0 or more, but got {args.ray_gpus}.")
+    if args.out and Path(args.out).suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        from visionkit.cli import _writable_file
+
+        _writable_file(args.out, "--out")  # before the model loads, not after
     options = parse_kv(getattr(args, "option", None))
     progress = not args.no_progress and sys.stderr.isatty()
     try:
@@ -113,6 +175,7 @@ def predict_stream(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace, options: dict[str, Any], progress: bool) -> Any:
     import visionkit
+    from visionkit.stream import _resolve_task, expand_inputs
     from visionkit.stream import predict_stream as stream
 
     backend = visionkit.load(
@@ -123,9 +186,11 @@ def _run_local(args: argparse.Namespace, options: dict[str, Any], progress: bool
         precision=args.precision,
         **options,
     )
+    check_prompt_task(args, _resolve_task(backend, args.task))
     save_dir = Path(args.save_dir) if getattr(args, "save_dir", None) else None
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
+        name_of = annotated_names(expand_inputs([str(i) for i in args.images])[0])
 
     def on_result(item: Any, result: Any, image: Any) -> None:
         if args.out is None:
@@ -134,8 +199,7 @@ def _run_local(args: argparse.Namespace, options: dict[str, Any], progress: bool
         if save_dir is not None:
             from visionkit.draw import annotate
 
-            stem = Path(item.source).stem + ("" if item.frame is None else f"_f{item.frame:06d}")
-            annotate(image, result).save(save_dir / f"{stem}.jpg", quality=90)
+            annotate(image, result).save(save_dir / name_of(item.source, item.frame), quality=90)
 
     return stream(
         backend,
@@ -204,7 +268,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)"
     )
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument(
         "--weights",
         action="append",
@@ -220,14 +284,63 @@ def add_commands(subparsers: Any) -> None:
         metavar="[NAME:]KEY=VALUE",
         help="load-time backend option (repeatable)",
     )
+    p.add_argument(
+        "--trust-pickle",
+        action="append_const",
+        dest="option",
+        const="trust_pickle=true",
+        help=TRUST_PICKLE_HELP,
+    )
     p.add_argument("--workers", type=int, default=2, help="inferences running at once (default 2)")
-    p.add_argument("--per-backend", type=int, default=1, help="inferences at once on one backend (default 1)")
+    p.add_argument(
+        "--per-backend",
+        type=int,
+        default=1,
+        help="inferences at once on one backend, if it declares thread_safe; else 1 (default 1)",
+    )
     p.add_argument("--queue", type=int, default=16, help="requests waiting before 503 Busy (default 16)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
     p.add_argument(
         "--max-pixels", type=int, default=40_000_000, help="largest image width*height (default 40M)"
     )
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--max-connections", type=int, default=64, help="open connections served at once (default 64)"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds for a request head to arrive (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds for a request body to arrive in full (default 60)",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a client may leave its answer unread (default 60)",
+    )
+    p.add_argument("--max-response-mb", type=float, default=16.0, help="largest JSON answer (default 16 MB)")
+    p.add_argument(
+        "--max-prompts",
+        type=int,
+        default=256,
+        help="most points + boxes per segment_prompt request (default 256)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default info)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -267,14 +380,42 @@ def serve_settings(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]],
             raise InvalidOptionError(
                 f"Option {raw!r} is ambiguous with {len(names)} backends; write -O NAME:{raw}."
             )
+    if not 1 <= args.port <= 65535:
+        raise InvalidOptionError(f"--port {args.port} is not a TCP port; use 1-65535.")
+    for flag, mb in (("--max-body-mb", args.max_body_mb), ("--max-response-mb", args.max_response_mb)):
+        if not (math.isfinite(mb) and mb > 0):
+            raise InvalidOptionError(f"{flag} must be a positive number of megabytes, but got {mb!r}.")
     config = ServeConfig(
         workers=args.workers,
         per_backend=args.per_backend,
         queue_size=args.queue,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)),
         max_pixels=args.max_pixels,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        send_timeout_s=args.send_timeout,
+        max_response_bytes=max(1, int(args.max_response_mb * 1024 * 1024)),
+        max_prompts=args.max_prompts,
     )
     return kwargs, config
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail before the backends load (seconds to minutes) when ``host:port`` cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InvalidOptionError(
+            f"Cannot listen on {host}:{port} ({reason}); choose another --port or --host."
+        ) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -288,8 +429,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serve", [exc.name or "fastapi"], "pip install 'visionkit[serve]'"
         ) from exc
     import visionkit
+    from visionkit.registry import get_registry
 
     kwargs, config = serve_settings(args)
+    reg = get_registry()
+    for name in kwargs:  # cheap checks first: a misspelt name, then the port; then the slow loads
+        if reg.for_file(name) is None:  # a model file (e.g. a deployed .onnx) names its own backend
+            reg.get(name)
+    _check_listen(args.host, args.port)
     backends = {}
     for name, kw in kwargs.items():
         print(f"loading {name} ...", file=sys.stderr, flush=True)

@@ -14,6 +14,13 @@ images/s, and the per-stage split (preprocess / forward / postprocess, from the 
 pinned to the same number (``threads``, default: physical cores) for a fair float vs INT8 comparison.
 The thread count, CPU ISA flags and library versions are recorded with the result.
 
+Memory: ``peak_rss_mb`` is the process's peak resident memory; ``loaded_rss_mb`` is its resident memory
+right after loading, so ``activation_mb`` (peak − loaded) is what running the model added. On a CUDA
+device with a torch backend the torch allocator's own counters are read too (``device_peak_mb``:
+``torch.cuda.max_memory_allocated`` over warm-up and timed runs; ``device_loaded_mb``: allocated after
+loading), and ``device_name`` names the GPU (else the CPU model). torch is never imported for this:
+only when the backend runs on CUDA and has already loaded it.
+
 Precisions other than a backend's native ones come from a runtime plugin (``pip install visionkit-onnx``
 for ``int8``); when it is missing, that configuration reports the error and the others still run.
 Ctrl-C returns the configurations finished so far (``interrupted=True``).
@@ -49,6 +56,7 @@ from visionkit.registry import Registry
 __all__ = [
     "BenchReport",
     "BenchResult",
+    "DeviceMemory",
     "Environment",
     "LatencyStats",
     "StageTimes",
@@ -159,6 +167,20 @@ class BenchResult(BaseModel):
     images_per_s: float | None = None
     peak_rss_mb: float | None = Field(None, description="Peak resident memory of the process running it.")
     baseline_rss_mb: float | None = Field(None, description="Resident memory before the backend was loaded.")
+    loaded_rss_mb: float | None = Field(
+        None, description="Resident memory after loading, before the first call (weights, libraries)."
+    )
+    device: str | None = Field(None, description="Device the backend ran on (its ``device``).")
+    device_name: str | None = Field(None, description="GPU name on CUDA, else the CPU model.")
+    device_peak_mb: float | None = Field(
+        None, description="Peak device memory allocated over warm-up and timed runs (torch allocator)."
+    )
+    device_loaded_mb: float | None = Field(
+        None, description="Device memory allocated after loading (weights), before the first call."
+    )
+    device_reserved_mb: float | None = Field(
+        None, description="Peak device memory the allocator reserved (its cache included)."
+    )
     model_size_mb: float | None = Field(
         None, description="Size on disk of the weights / exported model file."
     )
@@ -179,6 +201,19 @@ class BenchResult(BaseModel):
         """``backend:precision@imgsz×batch``."""
         size = f"@{self.imgsz}" if self.imgsz else ""
         return f"{self.backend}:{self.precision}{size} b{self.batch}"
+
+    @property
+    def activation_mb(self) -> float | None:
+        """Memory that running the model added on top of the loaded model.
+
+        Device allocator peak − allocated after loading when the device was measured, else peak RSS −
+        RSS after loading (on CPU this also counts one-off runtime buffers; compare sizes, not absolutes).
+        """
+        if self.device_peak_mb is not None and self.device_loaded_mb is not None:
+            return self.device_peak_mb - self.device_loaded_mb
+        if self.peak_rss_mb is not None and self.loaded_rss_mb is not None:
+            return self.peak_rss_mb - self.loaded_rss_mb
+        return None
 
 
 class Environment(BaseModel):
@@ -214,9 +249,11 @@ class BenchReport(BaseModel):
 
     def table(self) -> str:
         """One row per configuration: latency percentiles, jitter, throughput, stage split, memory, size."""
+        device_cols = any(r.device_peak_mb is not None for r in self.results)
         head = (
             f"{'backend':<18}{'prec':<6}{'imgsz':>6}{'batch':>6}{'median':>9}{'p90':>9}{'p99':>9}{'jitter':>7}"
             f"{'img/s':>8}  {'pre/fwd/post ms':<20}{'peak RSS':>10}{'size':>9}"
+            + (f"{'dev peak':>11}{'dev act':>10}" if device_cols else "")
         )
         lines = [head, "-" * len(head)]
         for r in self.results:
@@ -232,6 +269,11 @@ class BenchReport(BaseModel):
                 f"{r.backend:<18}{r.precision:<6}{r.imgsz or '-':>6}{r.batch:>6}{lat.median_ms:>9.2f}"
                 f"{lat.p90_ms:>9.2f}{lat.p99_ms:>9.2f}{lat.jitter:>7.2f}{r.images_per_s or 0:>8.1f}  {split:<20}"
                 f"{_mb(r.peak_rss_mb):>10}{_mb(r.model_size_mb):>9}"
+                + (
+                    f"{_mb(r.device_peak_mb):>11}{_mb(r.activation_mb if r.device_peak_mb else None):>10}"
+                    if device_cols
+                    else ""
+                )
             )
         env = self.environment
         lines.append(
@@ -239,6 +281,12 @@ class BenchReport(BaseModel):
             f"after warm-up; threads={env.threads}; CPU {env.processor or env.machine} "
             f"[{' '.join(env.cpu_flags) or 'flags unknown'}]"
         )
+        gpus = sorted({r.device_name for r in self.results if r.device_peak_mb is not None and r.device_name})
+        if gpus:
+            lines.append(
+                f"device memory on {', '.join(gpus)}: dev peak = torch.cuda.max_memory_allocated over warm-up and "
+                "timed runs, dev act = that minus what was allocated after loading"
+            )
         if self.interrupted:
             lines.append("INTERRUPTED: only the configurations above finished.")
         lines += [f"note: {n}" for n in self.notes]
@@ -306,6 +354,13 @@ def environment(threads: int | None = None) -> Environment:
     )
 
 
+def _device_name(device: str) -> str | None:
+    """The CPU model for CPU devices (GPU names come from the allocator probe, which has torch at hand)."""
+    if str(device).startswith(("cuda", "mps")):
+        return None
+    return _cpu_model() or platform.processor() or platform.machine() or None
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -347,6 +402,58 @@ def _peak_rss_mb() -> float | None:
         return float(getattr(psutil.Process().memory_info(), "peak_wset", 0)) / 2**20 or None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+# -- device memory (CUDA through torch's allocator; nothing here imports torch) ------------------------
+class DeviceMemory:
+    """Peak device memory of one configuration, from torch's CUDA caching allocator.
+
+    Active only when the backend's device is CUDA (``"cuda"``, ``"cuda:N"``, or ``"auto"`` that CUDA
+    backs) **and** torch is already imported (the backend loaded it): the core never imports torch.
+    ONNX Runtime's CUDA arena has no public statistics, so a non-torch runtime on CUDA reports none
+    (a note says so); on CPU every runtime's arena is part of the peak RSS.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = str(device or "cpu").lower()
+        self.torch: Any = None
+        self.index: Any = None
+        torch = sys.modules.get("torch")
+        if torch is None or not (self.device.startswith("cuda") or self.device == "auto"):
+            return
+        with contextlib.suppress(Exception):  # a broken CUDA setup must not fail the benchmark
+            if not torch.cuda.is_available():
+                return
+            if self.device == "auto" and not torch.cuda.is_initialized():
+                return  # "auto" resolved to something else: nothing was put on the GPU
+            self.index = torch.device(self.device if self.device.startswith("cuda") else "cuda")
+            self.torch = torch
+
+    @property
+    def active(self) -> bool:
+        """True when allocator counters will be read."""
+        return self.torch is not None
+
+    def start(self) -> float | None:
+        """Reset the peak counter; return MB allocated now (the loaded model)."""
+        if not self.active:
+            return None
+        cuda = self.torch.cuda
+        cuda.synchronize(self.index)
+        cuda.reset_peak_memory_stats(self.index)
+        return float(cuda.memory_allocated(self.index)) / 2**20
+
+    def stop(self) -> dict[str, Any]:
+        """``device_peak_mb``, ``device_reserved_mb`` and ``device_name`` since :meth:`start`."""
+        if not self.active:
+            return {}
+        cuda = self.torch.cuda
+        cuda.synchronize(self.index)
+        return {
+            "device_peak_mb": float(cuda.max_memory_allocated(self.index)) / 2**20,
+            "device_reserved_mb": float(cuda.max_memory_reserved(self.index)) / 2**20,
+            "device_name": str(cuda.get_device_name(self.index)),
+        }
 
 
 def _model_file(backend: Any, depth: int = 0) -> Path | None:
@@ -456,6 +563,12 @@ def _run_config(
             if cfg.get("imgsz") is not None:
                 imgsz_key = next((k for k in IMGSZ_OPTIONS if k in option_fields(bk)), None)
         base["backend"] = name
+        device = str(getattr(bk, "device", None) or cfg.get("device") or "cpu")
+        probe = DeviceMemory(device)
+        if device.startswith("cuda") and not probe.active:
+            notes.append(
+                "device memory not measured: only torch's CUDA allocator is read (ONNX Runtime has no arena stats)"
+            )
         if cfg.get("imgsz") is not None and imgsz_key is None:
             notes.append("the backend has no input-size option; imgsz only sets the synthetic image size")
         runtime = getattr(bk, "runtime", None)
@@ -475,6 +588,8 @@ def _run_config(
         batch = int(cfg["batch"])
         inputs = [pool[i % len(pool)] for i in range(batch)]
         call = _caller(bk, task, inputs)
+        loaded = _rss_mb()  # model and inputs in memory, nothing run yet
+        device_loaded = probe.start()
         for _ in range(int(cfg.get("warmup", 3))):
             call()
         samples: list[float] = []
@@ -488,6 +603,7 @@ def _run_config(
             timing = getattr(bk, "last_timing", None)
             if timing and all(k in timing for k in ("preprocess", "forward", "postprocess")):
                 stages.append(dict(timing))
+        device_stats = probe.stop()
     except Exception as exc:  # one failing configuration (e.g. int8 runtime missing) must not lose the others
         return BenchResult(**base, error=f"{type(exc).__name__}: {exc}", threads=threads, notes=notes)
     stage_times = None
@@ -515,6 +631,11 @@ def _run_config(
         images_per_s=batch * 1e3 / lat.median_ms if lat and lat.median_ms > 0 else None,
         peak_rss_mb=_peak_rss_mb(),
         baseline_rss_mb=baseline,
+        loaded_rss_mb=loaded,
+        device=device,
+        device_name=device_stats.pop("device_name", None) or (None if probe.active else _device_name(device)),
+        device_loaded_mb=device_loaded,
+        **device_stats,
         model_size_mb=model_file.stat().st_size / 2**20 if model_file else None,
         model_file=str(model_file) if model_file else None,
         threads=threads,
@@ -591,6 +712,12 @@ def _merge(results: Sequence[BenchResult]) -> BenchResult:
         )
     peaks = [r.peak_rss_mb for r in results if r.peak_rss_mb is not None]
     bases = [r.baseline_rss_mb for r in results if r.baseline_rss_mb is not None]
+    # Memory of the round with the highest peak, so activation = peak - loaded stays one round's own.
+    top = max(results, key=lambda r: (r.device_peak_mb or 0.0, r.peak_rss_mb or 0.0))
+    worst = {
+        f: getattr(top, f)
+        for f in ("loaded_rss_mb", "device_peak_mb", "device_loaded_mb", "device_reserved_mb")
+    }
     return first.model_copy(
         update={
             "runs": len(samples),
@@ -601,6 +728,7 @@ def _merge(results: Sequence[BenchResult]) -> BenchResult:
             "images_per_s": first.batch * 1e3 / lat.median_ms if lat.median_ms > 0 else None,
             "peak_rss_mb": max(peaks) if peaks else None,
             "baseline_rss_mb": min(bases) if bases else None,
+            **worst,
             "notes": list(dict.fromkeys(n for r in results for n in r.notes)),
         }
     )

@@ -1,20 +1,22 @@
 """The ``visionkit`` command line: ``list``, ``info``, ``predict``, ``export`` (+ report commands).
 
-Errors visionkit raises on purpose are printed as one message and exit with status 2 — no traceback
-(set ``VISIONKIT_TRACEBACK=1`` to see one).
+Errors are printed as one ``error: ...`` line and exit with status 2 — no traceback (set
+``VISIONKIT_TRACEBACK=1`` to see one). :func:`main` lists every exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from visionkit.errors import InvalidOptionError, VisionKitError
+from visionkit.errors import BackendError, InvalidOptionError, VisionKitError
 from visionkit.protocols import Task
 from visionkit.registry import get_registry, import_string
 
@@ -69,6 +71,13 @@ def prompt_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     if boxes:
         prompt["boxes"] = boxes
     return prompt
+
+
+#: ``--trust-pickle`` in every command that loads a backend: the backend option ``trust_pickle=true``.
+TRUST_PICKLE_HELP = (
+    "load weights that need code to run (pickled checkpoints, eval-able model configs) from a file you "
+    "trust; the same as -O trust_pickle=true"
+)
 
 
 # -- list / info ------------------------------------------------------------------------------------
@@ -156,51 +165,114 @@ def _describe(result: Any) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from visionkit._cli_scale import predict_stream, wants_stream
+    """``visionkit predict``: explicit files here; folders, globs, videos and ``--out`` are streamed.
+
+    Every file is tried: one that cannot be predicted is reported (``failed: ...``) and skipped, the
+    others are still printed, annotated and saved. Exit status: 0 all predicted, 1 some failed, 2 none
+    could be predicted (or a usage error), 130 interrupted (``--json`` then holds the results so far).
+    """
+    from visionkit._cli_scale import (
+        annotated_names,
+        check_prompt_task,
+        cli_weights,
+        predict_stream,
+        wants_stream,
+    )
 
     if wants_stream(args):  # folders, globs, videos, --out/--ray: streamed, resumable, batched
         return predict_stream(args)
     import visionkit
+    from visionkit.stream import _describe_error
 
     options = parse_kv(args.option)
+    json_path = _writable_file(args.json, "--json") if args.json else None
     backend = visionkit.load(
         args.name,
         task=args.task,
-        weights=args.weights if args.weights is not None else visionkit.DEFAULT,
+        weights=cli_weights(args.weights),
         device=args.device,
         precision=args.precision,
         **options,
     )
     tasks = tuple(getattr(backend, "tasks", ()))
-    task = Task.parse(args.task) if args.task else next(t for t in _TASK_PREFERENCE if t in tasks)
-    records = []
+    task = Task.parse(args.task) if args.task else next((t for t in _TASK_PREFERENCE if t in tasks), None)
+    if task is None:
+        raise InvalidOptionError(f"Backend {args.name!r} declares no task; pass --task.")
+    check_prompt_task(args, task)
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
-    for source in args.images:
-        if task is Task.SEGMENT_PROMPT:
-            result = backend.segment_prompt(source, **(prompt_from_args(args) or {}))
-        else:
-            result = getattr(backend, task.value)(source)
-        print(f"{source}: " + "\n".join(_describe(result)))
-        records.append(
-            {
-                "source": str(source),
-                "task": task.value,
-                "type": type(result).__name__,
-                "result": result.to_dict(),
-            }
-        )
-        if save_dir:
-            from visionkit.draw import annotate
+    name_of = annotated_names([str(s) for s in args.images])
+    records: list[dict[str, Any]] = []
+    failed: list[str] = []
+    finished = False
+    try:
+        for source in args.images:
+            try:
+                if task is Task.SEGMENT_PROMPT:
+                    result = backend.segment_prompt(source, **(prompt_from_args(args) or {}))
+                else:
+                    result = getattr(backend, task.value)(source)
+            except Exception as exc:  # one bad file costs only itself, as in the streamed path
+                failed.append(f"{source}: {_describe_error(exc)}")
+                if len(args.images) > 1:
+                    print(f"failed: {failed[-1]}", file=sys.stderr, flush=True)
+                    continue
+                if isinstance(exc, VisionKitError):
+                    raise  # the only input: its error is the command's error
+                raise BackendError(failed[-1]) from exc
+            print(f"{source}: " + "\n".join(_describe(result)))
+            records.append(
+                {
+                    "source": str(source),
+                    "task": task.value,
+                    "type": type(result).__name__,
+                    "result": result.to_dict(),
+                }
+            )
+            if save_dir:
+                from visionkit.draw import annotate
 
-            out = save_dir / (Path(str(source)).stem + ".jpg")
-            annotate(source, result).save(out, quality=90)
-            print(f"  annotated image: {out}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(records))
-        print(f"wrote {len(records)} result(s) to {args.json}")
+                out = save_dir / name_of(str(source), None)
+                annotate(source, result).save(out, quality=90)
+                print(f"  annotated image: {out}")
+        finished = True
+    except KeyboardInterrupt:
+        where = f"; results so far in {json_path}" if json_path and records else ""
+        print(
+            f"\ninterrupted after {len(records) + len(failed)} of {len(args.images)} input(s){where}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if json_path is not None and records:  # what was done is kept, whatever stopped the loop
+            json_path.write_text(json.dumps(records))
+            if finished:
+                print(f"wrote {len(records)} result(s) to {json_path}")
+    if failed:
+        print(f"{len(records)} predicted, {len(failed)} failed", file=sys.stderr)
+        if not records:
+            raise VisionKitError(f"None of the {len(failed)} inputs could be predicted (listed above).")
+        return 1
     return 0
+
+
+def _writable_file(raw: str, flag: str) -> Path:
+    """``raw`` as an output file path, checked before any work starts (parents are created)."""
+    from visionkit.stream import _os_reason
+
+    path = Path(raw)
+    if path.is_dir():
+        raise InvalidOptionError(f"{flag} {raw!r} is a directory; give a file name.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Really create a file there: permission bits do not tell root, /proc or a read-only mount.
+        tempfile.TemporaryFile(dir=path.parent).close()
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), raw)
+    except OSError as exc:
+        raise InvalidOptionError(f"{flag} {raw!r} cannot be written: {_os_reason(path, exc)}.") from exc
+    return path
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -219,9 +291,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             + ". Install one: `pip install visionkit-onnx`."
         )
     rt = runtimes[0]
+    from visionkit._cli_scale import cli_weights
+
     backend = visionkit.load(
         spec.name,
-        weights=args.weights if args.weights is not None else visionkit.DEFAULT,
+        weights=cli_weights(args.weights),
         device=args.device,
         **parse_kv(args.option),
     )
@@ -241,10 +315,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes reported as one ``error: ...`` line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="visionkit", description="One typed API over computer-vision models."
-    )
+    parser = _Parser(prog="visionkit", description="One typed API over computer-vision models.")
     parser.add_argument("--version", action="version", version=f"visionkit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -259,11 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--weights", help="weights path or name (default: the backend's default)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--weights", help="weights path or name (default: the backend's default; 'none': random init)"
+    )
     common.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps, auto")
     common.add_argument(
         "-O", "--option", action="append", metavar="KEY=VALUE", help="backend option (repeatable)"
+    )
+    common.add_argument(
+        "--trust-pickle",
+        action="append_const",
+        dest="option",
+        const="trust_pickle=true",
+        help=TRUST_PICKLE_HELP,
     )
 
     p = sub.add_parser("predict", parents=[common], help="run a backend on images, print and save results")
@@ -295,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_commands(sub)  # eval, bench, compare
     add_scale_commands(sub)  # serve
+    from visionkit._cli_track import add_commands as add_track_commands
+
+    add_track_commands(sub)  # track
     return parser
 
 
@@ -305,15 +396,56 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``visionkit`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``visionkit`` command; returns the exit status.
+
+    0 success; 1 the command ran but some of its work failed (listed: ``predict`` files that could not
+    be read, ``bench``/``compare`` configurations that errored); 2 an error, printed as one
+    ``error: ...`` line on stderr with no traceback (``VISIONKIT_TRACEBACK=1`` shows it), and for
+    argparse usage errors; 130 interrupted (Ctrl-C); 141 stdout closed early (``visionkit list | head``),
+    quietly, as a command killed by SIGPIPE.
+    """
+    show_traceback = os.environ.get("VISIONKIT_TRACEBACK") == "1"
     try:
-        return int(args.func(args) or 0)
+        args = build_parser().parse_args(argv)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except KeyboardInterrupt:
+        if show_traceback:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except VisionKitError as exc:
-        if os.environ.get("VISIONKIT_TRACEBACK") == "1":
+        if show_traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the command cannot read or write: say which, no traceback
+        if show_traceback:
+            raise
+        print(f"error: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``[Errno 13] Permission denied: 'x'`` → ``Permission denied: 'x'`` (the errno helps nobody)."""
+    if exc.strerror is None:
+        return f"{type(exc).__name__}: {exc}"
+    where = f": {os.fspath(exc.filename)!r}" if exc.filename is not None else ""
+    return f"{exc.strerror}{where}."
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so Python's exit flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
+        pass
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def to_coco_results(
         categories: the dataset's ``categories`` list, to map class names to category ids.
         class_to_category: explicit mapping from class name or class id to category id (wins).
 
-    Items whose class has no category (e.g. a class the dataset lacks) are skipped.
+    Items whose class has no category (e.g. a class the dataset lacks) are skipped. Tracked results
+    (``tracker_id`` set) add ``track_id`` to each record, as the COCO-video formats (TAO, YouTube-VIS
+    results) name it; :func:`from_coco_results` reads it back.
     """
     res_list = [results] if isinstance(results, Detections) else list(results)
     ids = [image_ids] if isinstance(image_ids, int) else list(image_ids)
@@ -99,6 +101,8 @@ def to_coco_results(
                 "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                 "score": round(float(res.confidence[i]), 5),
             }
+            if res.tracker_id is not None:
+                rec["track_id"] = int(res.tracker_id[i])
             if rles is not None:
                 rle = dict(rles[i])
                 rle["counts"] = rle["counts"].decode("ascii")
@@ -141,6 +145,8 @@ def from_coco_results(
             "class_name": tuple(names.get(int(r["category_id"]), str(r["category_id"])) for r in recs),
             "metadata": ResultMeta(image_shape=(h, w), label_space="coco"),
         }
+        if recs and all("track_id" in r for r in recs):
+            fields["tracker_id"] = np.array([r["track_id"] for r in recs], np.int64)
         if recs and all("segmentation" in r for r in recs):
             mask_utils = _mask_utils()
             masks = []

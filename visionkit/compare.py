@@ -13,6 +13,12 @@ dataset's images (:func:`visionkit.benchmark` rules: warm-up discarded, fresh su
 configuration for peak memory). The table gives AP / AP50 / AP75, latency, peak memory, model size and
 the change against the first entry, e.g. ``-0.8 AP, 2.6x faster, 0.30x memory``. ``plot=`` writes a
 latency-vs-AP scatter (matplotlib, imported only then).
+
+Every precision goes through the same table: ``["yolo", "yolo:bf16", "yolo:int8"]`` on CPU, or
+``["yolo", "yolo:fp16", "yolo:bf16"]`` with ``device="cuda"``, where the rows also carry the GPU's peak
+allocator memory (``device_peak_mb``) and the delta compares it (``0.55x device memory``). A precision
+the backend cannot run there (fp16 on CPU) is an error row, not a silent fp32 one; a backend that
+reports running another precision than asked gets a note.
 """
 
 from __future__ import annotations
@@ -83,6 +89,10 @@ class CompareEntry(BaseModel):
     p90_ms: float | None = None
     images_per_s: float | None = None
     peak_rss_mb: float | None = None
+    device_peak_mb: float | None = Field(
+        None, description="Peak device (GPU) memory allocated while benchmarking, when measured."
+    )
+    device_name: str | None = Field(None, description="GPU name on CUDA, else the CPU model.")
     model_size_mb: float | None = None
     delta: str | None = Field(None, description="Change against the first entry, in words.")
     error: str | None = None
@@ -117,9 +127,10 @@ class CompareReport(BaseModel):
     def table(self) -> str:
         """AP, AP50, AP75, latency, memory, size, and the delta against the first entry."""
         width = max([18, *(len(e.label) + 2 for e in self.entries)])
+        dev = any(e.device_peak_mb is not None for e in self.entries)
         head = (
             f"{'model':<{width}}{'AP':>7}{'AP50':>7}{'AP75':>7}{'median ms':>11}{'p90 ms':>9}{'img/s':>8}"
-            f"{'peak RSS':>11}{'size':>10}   vs first"
+            f"{'peak RSS':>11}" + (f"{'dev peak':>11}" if dev else "") + f"{'size':>10}   vs first"
         )
         lines = [head, "-" * len(head)]
         for e in self.entries:
@@ -128,12 +139,17 @@ class CompareReport(BaseModel):
                 continue
             lines.append(
                 f"{e.label:<{width}}{_pct(e.ap):>7}{_pct(e.ap50):>7}{_pct(e.ap75):>7}{_num(e.latency_ms):>11}"
-                f"{_num(e.p90_ms):>9}{_num(e.images_per_s, 1):>8}{_mb(e.peak_rss_mb):>11}{_mb(e.model_size_mb):>10}"
-                f"   {e.delta or ''}"
+                f"{_num(e.p90_ms):>9}{_num(e.images_per_s, 1):>8}{_mb(e.peak_rss_mb):>11}"
+                + (f"{_mb(e.device_peak_mb):>11}" if dev else "")
+                + f"{_mb(e.model_size_mb):>10}   {e.delta or ''}"
             )
+        where = sorted(
+            {e.device_name for e in self.entries if e.device_peak_mb is not None and e.device_name}
+        )
         lines.append(
             f"AP in % (COCO AP@[.5:.95], pycocotools) on {self.annotations}; latency per call of batch {self.batch} "
-            f"on {self.environment.processor or self.environment.machine}, threads={self.environment.threads}"
+            f"on {', '.join(where) or self.environment.processor or self.environment.machine}, "
+            f"threads={self.environment.threads}"
         )
         if self.plot:
             lines.append(f"plot: {self.plot}")
@@ -159,7 +175,10 @@ def _mb(v: float | None) -> str:
 
 
 def delta_text(entry: CompareEntry, base: CompareEntry) -> str:
-    """``"-0.8 AP, 2.6x faster, 0.30x memory, 0.25x size"`` for ``entry`` against ``base``."""
+    """``"-0.8 AP, 2.6x faster, 0.30x memory, 0.25x size"`` for ``entry`` against ``base``.
+
+    With device memory measured for both (GPU runs), ``"0.55x device memory"`` follows the host memory ratio.
+    """
     parts = []
     if entry.ap is not None and base.ap is not None:
         parts.append(f"{100 * (entry.ap - base.ap):+.1f} AP")
@@ -168,6 +187,8 @@ def delta_text(entry: CompareEntry, base: CompareEntry) -> str:
         parts.append(f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower")
     if entry.peak_rss_mb and base.peak_rss_mb:
         parts.append(f"{entry.peak_rss_mb / base.peak_rss_mb:.2f}x memory")
+    if entry.device_peak_mb and base.device_peak_mb:
+        parts.append(f"{entry.device_peak_mb / base.device_peak_mb:.2f}x device memory")
     if entry.model_size_mb and base.model_size_mb:
         parts.append(f"{entry.model_size_mb / base.model_size_mb:.2f}x size")
     return ", ".join(parts)
@@ -300,6 +321,11 @@ def compare(
             e if e is base or e.error else e.model_copy(update={"delta": delta_text(e, base)})
             for e in entries
         ]
+    notes = [
+        f"{e.label} was asked for {e.precision} but the backend reports running {e.evaluation.precision}"
+        for e in entries
+        if e.evaluation is not None and e.evaluation.precision != e.precision
+    ]
     report = CompareReport(
         annotations=str(coco),
         images_dir=str(images),
@@ -307,6 +333,7 @@ def compare(
         entries=entries,
         environment=environment(threads),
         interrupted=interrupted,
+        notes=notes,
     )
     if plot is not None:
         report = report.model_copy(update={"plot": str(plot_tradeoff(report, plot))})
@@ -360,6 +387,8 @@ def _with_bench(entry: CompareEntry, bench: BenchResult) -> CompareEntry:
             "p90_ms": lat.p90_ms if lat else None,
             "images_per_s": bench.images_per_s,
             "peak_rss_mb": bench.peak_rss_mb,
+            "device_peak_mb": bench.device_peak_mb,
+            "device_name": bench.device_name,
             "model_size_mb": bench.model_size_mb,
             "error": None if lat else bench.error,
             "bench": bench,

@@ -92,10 +92,16 @@ def annotate(
     img = Image.fromarray(arr)
     draw = ImageDraw.Draw(img)
     if isinstance(result, Detections):
-        for det in result:
-            color = color_for(det.class_id)
+        ids = result.tracker_id
+        for i, det in enumerate(result):
+            # tracked objects: coloured and labelled by their track id, so one object keeps its colour
+            tid = None if ids is None else int(ids[i])
+            color = color_for(det.class_id if tid is None else tid)
+            prefix = "" if tid is None else f"#{tid} "
             draw.rectangle(det.xyxy, outline=color, width=lw)
-            _label(draw, f"{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color, lw)
+            _label(
+                draw, f"{prefix}{det.class_name} {det.confidence:.2f}", (det.xyxy[0], det.xyxy[1]), color, lw
+            )
     elif isinstance(result, PromptMasks):
         extra = result.metadata.model_extra or {}
         points = extra.get("points", [])

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -31,8 +34,34 @@ ACCEPTED = (
 )
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _fail(problem: str) -> InvalidImageError:
     return InvalidImageError(f"{problem}. Expected {ACCEPTED}.")
+
+
+# Pillow's own opener, as found when visionkit.images was imported (usually before any backend library).
+_PIL_OPEN_AT_IMPORT: Any = Image.open
+
+
+def _pil_open() -> Any:
+    """Pillow's own ``Image.open``, even when a library replaced it process-wide.
+
+    ultralytics swaps ``PIL.Image.open`` for a wrapper that, on a file Pillow cannot identify, tries
+    to pip-install and import a HEIF decoder; the user then reads "No module named 'pi_heif'" about a
+    text file. Formats registered with Pillow (HEIF included, once its opener is registered) still open.
+    """
+    opener: Any = Image.open
+    for _ in range(4):  # unwrap wrappers that keep the original as __wrapped__ or in their globals
+        if getattr(opener, "__module__", None) == "PIL.Image":
+            return opener
+        opener = getattr(opener, "__wrapped__", None) or getattr(opener, "__globals__", {}).get("_image_open")
+        if opener is None:
+            break
+    if getattr(_PIL_OPEN_AT_IMPORT, "__module__", None) == "PIL.Image":
+        return _PIL_OPEN_AT_IMPORT
+    return Image.open
 
 
 def load_image(image: ImageInput) -> np.ndarray:
@@ -41,6 +70,10 @@ def load_image(image: ImageInput) -> np.ndarray:
     Raises:
         InvalidImageError: missing or corrupt file, empty image, wrong ndim/dtype/channels, NaN values.
     """
+    if isinstance(image, str) and _URL.match(image):
+        raise InvalidImageError(
+            f"URLs are not supported: {image!r}. Download the file first and pass its local path."
+        )
     if isinstance(image, (str, os.PathLike)):
         return _from_pil(_open_path(Path(image)), f"file {os.fspath(image)!r}")
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -84,17 +117,57 @@ def _open_path(path: Path) -> Image.Image:
 
 def _open_bytes(data: bytes, what: str) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = _pil_open()(io.BytesIO(data))
         img.load()  # decode now so truncated/corrupt data fails here, not later
+        if data[:8] == _PNG_SIGNATURE:
+            _check_png_complete(data)
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"{what} is too large to decode safely: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:
-        # ImportError: ultralytics patches Image.open process-wide and tries an optional HEIF
-        # decoder on anything PIL cannot identify.
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError(
+            f"Cannot decode {what}: not an image format Pillow can read (or a corrupt file)."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, ImportError, struct.error, zlib.error) as exc:
         raise InvalidImageError(
             f"Cannot decode {what} as an image ({type(exc).__name__}: {exc}); the file is corrupt or not an image."
         ) from exc
     return img
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_complete(data: bytes) -> None:
+    """Raise ``OSError`` when a PNG's pixel data is shorter than its header promises.
+
+    Pillow decodes a PNG whose compressed stream ends early (a well-formed file with rows missing)
+    without complaint and leaves the missing rows black; counting the decompressed bytes catches it.
+    """
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = _PNG_CHANNELS.get(colour, 0) * depth
+    if not bits:
+        return  # unknown colour type: Pillow already refused or understood it
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0 and h > 0:
+            expected += h * (1 + (w * bits + 7) // 8)
+    got, pos, inflate = 0, 8, zlib.decompressobj()
+    while pos + 8 <= len(data) and got < expected:
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            chunk = data[pos + 8 : pos + 8 + length]
+            while chunk and got < expected:  # count in bounded pieces, never holding the whole image
+                got += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if got < expected:
+        raise OSError(f"PNG pixel data is truncated: {got} of {expected} bytes")
 
 
 def _from_pil(img: Image.Image, what: str) -> np.ndarray:

@@ -55,10 +55,21 @@ def load(
 
     Raises:
         UnknownBackendError, DuplicateBackendError, TaskNotSupportedError, BackendUnavailableError,
-        InvalidOptionError, WeightsNotFoundError, BackendError.
+        InvalidOptionError (also for a ``name`` that is not a string, an unknown ``task``, an integer
+        ``device``), WeightsNotFoundError, BackendError.
     """
     reg = registry or get_registry()
-    spec = reg.get(name)
+    if not isinstance(name, str) or not name.strip():
+        known = ", ".join(s.name for s in reg.specs()) or "(none installed)"
+        raise InvalidOptionError(
+            f"Backend name must be a non-empty string such as 'yolo', but got {name!r} of type "
+            f"{type(name).__name__}. Known backends: {known}."
+        )
+    by_file = reg.for_file(name)  # load("model.onnx"): a file whose suffix a backend claims
+    if by_file is not None and weights in (DEFAULT, None):
+        spec, weights = by_file, name
+    else:
+        spec = reg.get(name)
     if task is not None:
         t = Task.parse(task)
         if t not in spec.tasks:
@@ -109,7 +120,9 @@ def _pick_runtime(
                 f"Runtime {runtime!r} does not offer precision {precision!r}; it offers: {', '.join(rt.precisions)}."
             )
         return rt
-    for rt in reg.runtimes.values():
+    # Entry points arrive in filesystem order: pick by name so installing another runtime plugin
+    # (e.g. visionkit-openvino) never changes which runtime serves a precision.
+    for rt in sorted(reg.runtimes.values(), key=lambda r: r.name):
         if precision in rt.precisions:
             return rt
     offered = sorted({p for r in reg.runtimes.values() for p in r.precisions})

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
+from visionkit.errors import InvalidOptionError, close_matches
+
 if TYPE_CHECKING:
     from visionkit.images import ImageInput
     from visionkit.results import Classifications, Detections, InstanceMasks, PromptMasks, SemanticMask
@@ -44,14 +46,20 @@ class Task(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: str | Task) -> Task:
-        """Accept a :class:`Task`, its value, or a short alias (``"semantic"``, ``"instance"`` ...)."""
+        """Accept a :class:`Task`, its value, or a short alias (``"semantic"``, ``"instance"`` ...).
+
+        Raises:
+            InvalidOptionError: (a ``ValueError``) an unknown task; the message lists the valid ones.
+        """
         if isinstance(value, Task):
             return value
         key = str(value).strip().lower().replace("-", "_")
         found = _TASK_ALIASES.get(key)
         if found is None:
             names = sorted({t.value for t in cls})
-            raise ValueError(f"Unknown task {value!r}; expected one of: {', '.join(names)}.")
+            similar = close_matches(key, _TASK_ALIASES)
+            hint = f" Did you mean {', '.join(repr(m) for m in similar)}?" if similar else ""
+            raise InvalidOptionError(f"Unknown task {value!r}.{hint} Valid tasks: {', '.join(names)}.")
         return found
 
 

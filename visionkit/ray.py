@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ from visionkit.stream import (
     _kind,
     _resolve_task,
     expand_inputs,
+    resolve_source,
 )
 
 __all__ = ["BackendLoader", "build_dataset", "init", "predict_ray"]
@@ -162,14 +165,56 @@ class _Predictor:
         }
 
 
-def init(address: str | None = None, **kwargs: Any) -> None:
+def init(address: str | None = None, *, connect_timeout: float = 5.0, **kwargs: Any) -> None:
     """Connect to Ray once: ``address=None`` starts (or reuses) a local Ray, ``"auto"`` or
-    ``"ray://host:10001"`` joins a cluster. Extra ``kwargs`` go to ``ray.init``."""
+    ``"ray://host:10001"`` joins a cluster. Extra ``kwargs`` go to ``ray.init``.
+
+    A ``host:port`` address is tried first with a plain TCP connection (``connect_timeout`` seconds):
+    ``ray.init`` itself retries an address where nothing listens for minutes.
+
+    Raises:
+        BackendError: the cluster cannot be reached, or Ray refused to connect (the cause is chained).
+    """
     if ray.is_initialized():
         return
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("log_to_driver", False)
-    ray.init(address=address, **kwargs)
+    endpoint = _endpoint(address)
+    if endpoint is not None:
+        try:
+            socket.create_connection(endpoint, timeout=connect_timeout).close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise BackendError(
+                f"Cannot reach the Ray cluster at {address!r}: nothing answers at {endpoint[0]}:{endpoint[1]} "
+                f"({reason}). Start one there with `ray start --head`, or check the address."
+            ) from exc
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+        where = "a local Ray" if address is None else f"the Ray cluster at {address!r}"
+        raise BackendError(f"Cannot connect to {where}: {str(exc).strip() or type(exc).__name__}") from exc
+
+
+def _endpoint(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` or ``ray://host:port`` address; ``None`` for the others."""
+    if address is None:
+        return None
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "", address
+    elif scheme != "ray":
+        return None  # a scheme Ray may know and we do not: let ray.init judge it
+    rest = rest.rstrip("/")
+    if rest in ("", "auto", "local"):
+        return None
+    host, colon, port = rest.rpartition(":")
+    if not colon or "]" in port:  # no port (or a bare IPv6 address): Ray's defaults
+        host, port = rest, "10001" if scheme == "ray" else "6379"
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
 
 
 def build_dataset(
@@ -306,6 +351,10 @@ def predict_ray(
         if t is None:  # the sink checks the file's task; ask the backend which one it will run
             t = _resolve_task(_TaskProbe(loader), None)
         sink = _JsonlSink(out_path, t)
+        note = sink.warning()
+        if note is not None:
+            summary.warnings.append(note)
+            print(f"warning: {note}", file=sys.stderr)
         before = len(paths)
         paths = [p for p in paths if _key(p, None) not in sink.done]
         summary.skipped = before - len(paths)
@@ -314,9 +363,14 @@ def predict_ray(
             sink.close()
         summary.seconds = time.perf_counter() - start
         return summary
-    _preflight(loader, task)
-    init(address)
-    ds = _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options)
+    try:
+        _preflight(loader, task)
+        init(address)
+        ds = _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options)
+    except BaseException:
+        if sink is not None:
+            sink.close()  # and release the lock
+        raise
     try:
         if sink is not None:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -360,6 +414,7 @@ def _write_rows(batch: Mapping[str, np.ndarray], sink: _JsonlSink, summary: Stre
         sink.write(
             {
                 "source": str(source),
+                "path": resolve_source(str(source)),
                 "frame": None,
                 "task": str(task),
                 "type": str(typ),

@@ -334,6 +334,21 @@ class Registry:
             raise UnknownBackendError(name, list(self._aliases), hint)
         return self._specs[canonical]
 
+    def for_file(self, name: str | os.PathLike[str]) -> BackendSpec | None:
+        """The backend that runs ``name`` when it is an existing file whose suffix a backend claims.
+
+        A plugin claims suffixes at registration: ``register(..., suffixes=(".onnx",))`` (a self-describing
+        model file, e.g. visionkit-onnx's deploy artifacts), so ``load("model.onnx")`` works.
+        """
+        path = os.fspath(name)
+        suffix = os.path.splitext(path)[1].lower()
+        if not suffix or not os.path.isfile(path):
+            return None
+        for spec in sorted(self._specs.values(), key=lambda s: s.name):
+            if suffix in tuple(spec.extra.get("suffixes", ())):
+                return spec
+        return None
+
     def specs(self, task: Task | str | None = None, *, available_only: bool = False) -> list[BackendSpec]:
         """Registered backends sorted by name, optionally only those doing ``task`` or installed."""
         out = sorted(self._specs.values(), key=lambda s: s.name)

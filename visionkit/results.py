@@ -13,7 +13,7 @@ never of a resized or letterboxed model input. ``metadata.image_shape`` is ``(he
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar
+from typing import Annotated, Any, ClassVar, NamedTuple, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -139,6 +139,8 @@ class Result(BaseModel):
             index = np.array([i % n if n else i])
         elif not isinstance(index, slice):
             index = np.asarray(index)
+            if index.size == 0 and index.dtype != bool:
+                index = index.astype(np.int64)  # `dets[[]]`: numpy reads `[]` as float64
             if index.dtype == bool and index.shape != (n,):
                 raise IndexError(f"boolean index must have shape ({n},), but got shape {index.shape}")
             if index.dtype != bool and index.size and index.dtype.kind not in "iu":
@@ -193,16 +195,19 @@ class Detections(Result):
         confidence: ``(n,)`` float32 scores in ``[0, 1]``.
         class_id: ``(n,)`` int64 ids in the backend's label space (``metadata.label_space`` says which).
         class_name: ``n`` class names.
-        data: extra per-item arrays whose first dimension is ``n`` (e.g. ``tracker_id``).
+        tracker_id: optional ``(n,)`` int64 ids that persist across the frames of a video, set by a
+            tracker (:func:`visionkit.track`); ``None`` for a single image.
+        data: extra per-item arrays whose first dimension is ``n``.
         metadata: per-image :class:`ResultMeta` (``image_shape``, ``backend`` ...).
     """
 
-    _item_fields: ClassVar[tuple[str, ...]] = ("xyxy", "confidence", "class_id", "class_name")
+    _item_fields: ClassVar[tuple[str, ...]] = ("xyxy", "confidence", "class_id", "class_name", "tracker_id")
 
     xyxy: Boxes
     confidence: Scores
     class_id: Ids
     class_name: tuple[str, ...]
+    tracker_id: Ids | None = None
     data: dict[str, AnyArray] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -244,6 +249,25 @@ class Detections(Result):
         """``(n,)`` box areas in pixels."""
         wh = self.xyxy[:, 2:] - self.xyxy[:, :2]
         return np.asarray(wh[:, 0] * wh[:, 1])
+
+    def to_supervision(self) -> Any:
+        """This result as a ``supervision.Detections`` (lossless; see :mod:`visionkit.supervision`)."""
+        from visionkit.supervision import to_supervision
+
+        return to_supervision(self)
+
+    @classmethod
+    def from_supervision(cls, detections: Any, **kwargs: Any) -> Self:
+        """Build from a ``supervision.Detections`` (keywords: see ``visionkit.supervision.detections_from_supervision``).
+
+        An :class:`InstanceMasks` when ``detections.mask`` is set; ``InstanceMasks.from_supervision`` requires masks.
+        """
+        from visionkit.supervision import detections_from_supervision
+
+        masks = kwargs.pop("masks", None)
+        if issubclass(cls, InstanceMasks):
+            masks = True
+        return cast(Self, detections_from_supervision(detections, masks=masks, **kwargs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={len(self)}, image_shape={self.image_shape}, classes={sorted(set(self.class_name))})"
@@ -304,6 +328,20 @@ class Classifications(Result):
         if not len(self):
             raise IndexError("no classes in this result")
         return int(self.class_id[0]), self.class_name[0], float(self.confidence[0])
+
+    def to_supervision(self) -> Any:
+        """This result as a ``supervision.Classifications`` (class ids and confidences only)."""
+        from visionkit.supervision import to_supervision
+
+        return to_supervision(self)
+
+    @classmethod
+    def from_supervision(cls, classifications: Any, **kwargs: Any) -> Self:
+        """Build from a ``supervision.Classifications``; ``class_names=`` and ``image_shape=`` are required
+        (see ``visionkit.supervision.classifications_from_supervision``)."""
+        from visionkit.supervision import classifications_from_supervision
+
+        return cast(Self, classifications_from_supervision(classifications, **kwargs))
 
     def __iter__(self) -> Iterator[tuple[int, str, float]]:  # type: ignore[override]
         for i in range(len(self)):

@@ -18,8 +18,10 @@ Output formats, chosen by the suffix of ``out``:
 
 - ``.jsonl`` / ``.ndjson``: one JSON record per image or video frame::
 
-      {"source": "photos/a.jpg", "frame": null, "task": "detect", "type": "Detections", "result": {...}}
+      {"source": "photos/a.jpg", "path": "/data/photos/a.jpg", "frame": null, "task": "detect",
+       "type": "Detections", "result": {...}}
 
+  ``source`` is the path as given, ``path`` the resolved absolute path (what resuming matches on),
   ``result`` is ``Result.to_dict()``; rebuild it with ``visionkit.Detections.from_dict``.
 - ``.json``: COCO *results* (``image_id, category_id, bbox, score`` + RLE ``segmentation``), what
   ``COCO.loadRes`` reads. Progress is kept in ``<out>.progress.jsonl`` (the JSONL records plus
@@ -28,8 +30,14 @@ Output formats, chosen by the suffix of ``out``:
 **Resuming.** Run again with the same ``out`` and the inputs already in it are skipped: a record is
 written only after its image was predicted, so an interrupted run (Ctrl-C, ``kill -9``, a crash) loses
 at most the batch in flight, and a half-written last line is cut off before appending. Inputs are
-matched by absolute path (and frame index for video). Unreadable inputs are reported, counted in the
-summary and not written, so a re-run tries them again.
+matched by their resolved absolute path (symlinks followed; the record's ``path``) and frame index, so
+the same files reached from another directory or through a symlink are still skipped. Any other line
+that is not a record is kept as it is, never rewritten, and reported (``StreamSummary.warnings``).
+Unreadable inputs are reported, counted in the summary and not written, so a re-run tries them again.
+
+**One writer at a time.** The output is locked (``fcntl.flock``, POSIX) while a run writes it; a second
+run on the same output fails at once with :class:`~visionkit.InvalidOptionError` instead of writing
+every record twice. (Where ``fcntl`` does not exist, on Windows, no lock is taken.)
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ __all__ = [
     "predict_iter",
     "predict_stream",
     "read_records",
+    "resolve_source",
 ]
 
 IMAGE_SUFFIXES = frozenset(
@@ -114,16 +123,37 @@ class Item:
 
     @property
     def key(self) -> tuple[str, int | None]:
-        """``(absolute path, frame)``: how a record in the output is matched to its input."""
+        """``(resolved absolute path, frame)``: how a record in the output is matched to its input."""
         return _key(self.source, self.frame)
+
+    @property
+    def path(self) -> str:
+        """The resolved absolute path of ``source`` (see :func:`resolve_source`)."""
+        return resolve_source(self.source)
 
     def load(self) -> np.ndarray:
         """The image as ``(H, W, 3)`` uint8 RGB (raises :class:`~visionkit.InvalidImageError`)."""
         return self.array if self.array is not None else load_image(self.source)
 
 
+def resolve_source(source: str | os.PathLike[str]) -> str:
+    """The absolute path of ``source`` with every symlink resolved (URIs such as ``s3://`` unchanged).
+
+    Records are keyed by it, so the same file reached from another working directory, through a
+    symlinked folder or under another relative spelling is the same input.
+    """
+    text = os.fspath(source)
+    return text if "://" in text else os.path.realpath(text)
+
+
 def _key(source: str, frame: int | None) -> tuple[str, int | None]:
-    return os.path.normcase(os.path.abspath(source)), frame
+    return os.path.normcase(resolve_source(source)), frame
+
+
+def _record_key(rec: Mapping[str, Any]) -> tuple[str, int | None]:
+    """The key of a record read back: its ``path``, or for files older than ``path``, its ``source``."""
+    frame = rec.get("frame")
+    return _key(str(rec.get("path") or rec["source"]), frame if isinstance(frame, int) else None)
 
 
 def _has_magic(text: str) -> bool:
@@ -280,49 +310,142 @@ def iter_items(
 
 
 # -- outputs --------------------------------------------------------------------------------------
-def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """The complete records of a JSONL results file (a half-written last line is ignored)."""
+def _parse_record(line: bytes) -> dict[str, Any] | None:
+    """The record on one complete line, or ``None`` when the line is not a record."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("source"), str) else None
+
+
+def read_records(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Iterator[dict[str, Any]]:
+    """The complete records of a JSONL results file (a half-written last line is ignored).
+
+    Args:
+        path: the results file.
+        skip_corrupt: skip complete lines that are not records instead of raising.
+
+    Raises:
+        ValueError: a complete line that is not a record (with its line number), unless
+            ``skip_corrupt``.
+    """
     with open(path, "rb") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if not line.endswith(b"\n"):
                 return  # interrupted mid-write: that record was never complete
-            line = line.strip()
-            if line:
-                yield json.loads(line)
+            if not line.strip():
+                continue
+            rec = _parse_record(line)
+            if rec is None:
+                if skip_corrupt:
+                    continue
+                raise ValueError(f"Line {lineno} of {os.fspath(path)!r} is not a visionkit record.")
+            yield rec
+
+
+def _lock(fh: io.BufferedWriter, path: Path) -> None:
+    """Hold an exclusive lock on the open output, or fail at once when another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory file lock in the standard library that fits
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        fh.close()
+        raise InvalidOptionError(
+            f"Output {str(path)!r} is being written by another visionkit run right now; wait for it to "
+            "finish (then run again to resume) or choose another output file."
+        ) from exc
+    except OSError:  # a filesystem without locks (some NFS mounts): write unlocked, as before
+        return
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be used, in words (``'x' is a file, not a folder`` rather than errno text)."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{str(parent)!r} is a file, not a folder"
+                break
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return "it is a directory"
+    return exc.strerror or f"{type(exc).__name__}: {exc}"
+
+
+def _io_error(path: Path, exc: OSError, doing: str) -> InvalidOptionError:
+    return InvalidOptionError(f"Cannot {doing} results file {str(path)!r}: {_os_reason(path, exc)}.")
 
 
 class _JsonlSink:
-    """Append-only JSONL file that knows which inputs it already holds."""
+    """Append-only, locked JSONL file that knows which inputs it already holds.
+
+    Attributes:
+        done: keys (:func:`_key`) of the inputs already in the file.
+        corrupt_lines: 1-based numbers of complete lines that are not records: kept, never rewritten.
+    """
 
     def __init__(self, path: Path, task: Task) -> None:
         self.path = path
         self.done: set[tuple[str, int | None]] = set()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
+        self.corrupt_lines: list[int] = []
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Open (and lock) before reading: a second run must not read a file the first still writes.
+            self._fh: io.BufferedWriter = open(path, "ab")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise _io_error(path, exc, "write") from exc
+        _lock(self._fh, path)
+        try:
             self._recover(task)
-        self._fh: io.BufferedWriter = open(path, "ab")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            self._fh.close()
+            raise
 
     def _recover(self, task: Task) -> None:
-        good = 0  # byte offset after the last complete record
-        with open(self.path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    rec = json.loads(line) if line.strip() else None
-                except json.JSONDecodeError:
-                    break  # garbage from a crash mid-write: drop it and everything after
-                if rec is not None:
+        good = 0  # byte offset after the last complete line
+        missing_newline = False
+        try:
+            with open(self.path, "rb") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    rec = _parse_record(line) if line.strip() else None
+                    if not line.endswith(b"\n"):
+                        if rec is None:
+                            break  # the last line, half-written when a run was killed: the only one dropped
+                        missing_newline = True  # a complete record that only lacks its newline: keep it
+                    good += len(line)
+                    if not line.strip():
+                        continue
+                    if rec is None:  # kept as is: it may be a record a person can still repair
+                        self.corrupt_lines.append(lineno)
+                        continue
                     if rec.get("task") != task.value:
                         raise InvalidOptionError(
                             f"Output {str(self.path)!r} holds results of task {rec.get('task')!r} (line "
                             f"{lineno}), but this run does {task.value!r}; choose another output file."
                         )
-                    self.done.add(_key(str(rec["source"]), rec.get("frame")))
-                good += len(line)
-        if good != self.path.stat().st_size:
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good)
+                    self.done.add(_record_key(rec))
+            if good < self.path.stat().st_size:
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(good)
+            if missing_newline:
+                self._fh.write(b"\n")
+        except OSError as exc:
+            raise _io_error(self.path, exc, "read") from exc
+
+    def warning(self) -> str | None:
+        """What to tell the user about lines that are not records, if any."""
+        if not self.corrupt_lines:
+            return None
+        lines = ", ".join(str(n) for n in self.corrupt_lines[:_MAX_LINES_NAMED])
+        more = len(self.corrupt_lines) - _MAX_LINES_NAMED
+        if len(self.corrupt_lines) == 1:
+            what = f"line {lines} is not a valid record"
+        else:
+            what = f"lines {lines}" + (f" and {more} more" if more > 0 else "") + " are not valid records"
+        return f"{str(self.path)!r}: {what}; kept unchanged (whatever was recorded there is predicted again)."
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._fh.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
@@ -331,7 +454,11 @@ class _JsonlSink:
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        self._fh.close()  # also releases the lock
+
+
+#: Corrupt line numbers named in a warning; more are counted.
+_MAX_LINES_NAMED = 20
 
 
 class _CocoSink(_JsonlSink):
@@ -351,15 +478,18 @@ class _CocoSink(_JsonlSink):
         types: dict[str, type[Detections]] = {"Detections": Detections, "InstanceMasks": InstanceMasks}
         tmp = self.final.with_name(self.final.name + ".tmp")
         count = 0
-        with open(tmp, "w") as out:
-            out.write("[")
-            for rec in read_records(self.path):
-                result = types[rec["type"]].from_dict(rec["result"])
-                for coco in to_coco_results(result, int(rec["image_id"]), categories=self.categories):
-                    out.write(("," if count else "") + json.dumps(coco, separators=(",", ":")))
-                    count += 1
-            out.write("]\n")
-        os.replace(tmp, self.final)  # readers never see a half-written results file
+        try:
+            with open(tmp, "w") as out:
+                out.write("[")
+                for rec in read_records(self.path, skip_corrupt=True):  # reported when the run began
+                    result = types[rec["type"]].from_dict(rec["result"])
+                    for coco in to_coco_results(result, int(rec["image_id"]), categories=self.categories):
+                        out.write(("," if count else "") + json.dumps(coco, separators=(",", ":")))
+                        count += 1
+                out.write("]\n")
+            os.replace(tmp, self.final)  # readers never see a half-written results file
+        except OSError as exc:
+            raise _io_error(self.final, exc, "write") from exc
         return count
 
 
@@ -400,6 +530,9 @@ class StreamSummary:
         failed: inputs that could not be read or predicted (not written; a re-run retries them).
         seconds: wall time of the run.
         out: the output file, if any.
+        coco_records: COCO result entries written (``.json`` output).
+        warnings: what the user should know that is not a failed input (lines of ``out`` that are not
+            records, kept as they are).
     """
 
     processed: int = 0
@@ -408,6 +541,7 @@ class StreamSummary:
     seconds: float = 0.0
     out: str | None = None
     coco_records: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -703,8 +837,17 @@ def predict_stream(
             )
     done = sink.done if sink is not None else set()
     summary = StreamSummary(out=os.fspath(out) if out is not None else None)
-    bar = _Progress(_estimate_total(inputs, every) if progress else None, progress)
+    try:
+        bar = _Progress(_estimate_total(inputs, every) if progress else None, progress)
+    except BaseException:
+        if sink is not None:
+            sink.close()
+        raise
     report = on_failure or (lambda f: bar.write(f"failed: {f}"))
+    note = sink.warning() if sink is not None else None
+    if note is not None:
+        summary.warnings.append(note)
+        bar.write(f"warning: {note}")
     start = time.perf_counter()
     try:
         stream = predict_iter(
@@ -733,6 +876,7 @@ def predict_stream(
             if sink is not None:
                 record: dict[str, Any] = {
                     "source": item.source,
+                    "path": item.path,
                     "frame": item.frame,
                     "task": t.value,
                     "type": type(result).__name__,

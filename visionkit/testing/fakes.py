@@ -44,10 +44,41 @@ __all__ = [
     "FakePromptSegmenter",
     "FakeSemanticSegmenter",
     "fake_plugin",
+    "make_shapes_image",
+    "make_test_image",
 ]
 
 #: Class names of the fakes; the semantic segmenter adds "background" at index 0.
 COLORS = ("red", "green", "blue")
+
+
+def make_test_image(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """A deterministic RGB uint8 test image: soft noise plus red, green and blue rectangles."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(70, 110, size=(height, width, 3), dtype=np.uint8)
+    h, w = height, width
+    img[h // 8 : h // 2, w // 10 : w // 3] = (220, 30, 30)
+    img[h // 3 : h * 3 // 4, w // 2 : w * 4 // 5] = (30, 210, 40)
+    img[h * 2 // 3 : h - 4, w // 6 : w // 2] = (20, 40, 230)
+    return img
+
+
+def make_shapes_image(height: int = 72, width: int = 100, seed: int = 2) -> np.ndarray:
+    """A deterministic RGB uint8 image unlike :func:`make_test_image`: a gradient, a red disc, a blue bar.
+
+    The disc is not a rectangle, so box-based scores (e.g. the fakes' confidence) fall below 1.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.empty((height, width, 3), np.uint8)
+    img[..., 0] = 40 + (xx * 60 // max(width - 1, 1))
+    img[..., 1] = 50 + (yy * 50 // max(height - 1, 1))
+    img[..., 2] = rng.integers(40, 70, size=(height, width))
+    r = min(height, width) // 4
+    disc = (yy - height // 2) ** 2 + (xx - width // 3) ** 2 <= r * r
+    img[disc] = (235, 25, 20)
+    img[height // 6 : height // 6 + max(3, height // 10), width * 3 // 5 : width - 4] = (15, 30, 240)
+    return img
 
 
 class FakeOptions(BackendOptions):
@@ -288,7 +319,8 @@ class _FakePlugin:
                 cls,
                 tasks=cls.tasks,
                 description=(cls.__doc__ or "").strip().splitlines()[0],
-                categories=COLORS,
+                categories=("background", *COLORS) if cls is FakeSemanticSegmenter else COLORS,
+                options="visionkit.testing.fakes:FakeOptions",
                 prompt_types=("point", "box") if cls is FakePromptSegmenter else (),
                 batch=cls is not FakePromptSegmenter,
             )

@@ -123,7 +123,8 @@ def test_yolo_seg_random_init_int8_runs_close_to_fp32(
         _load(yolo_registry, "yolo-seg", **kw), "int8", cache_dir=tmp_path, calib=calib_dir, calib_images=4
     )
     info = int8.runtime
-    assert info["quantization"] == "static" and 0 < info["float_nodes"] < 60, info
+    # the head tail, the convs feeding it and the anchor arithmetic of the dynamic H/W graph stay float
+    assert info["quantization"] == "static" and 0 < info["float_nodes"] < 150, info
     a, b = ref.segment_instances(images[:2]), int8.segment_instances(images[:2])
     for r, c, im in zip(a, b, images[:2], strict=True):
         assert c.mask.shape[1:] == im.shape[:2] == c.metadata.image_shape

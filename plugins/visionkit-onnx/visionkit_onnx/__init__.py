@@ -1,6 +1,7 @@
-"""visionkit-onnx: run any exportable visionkit backend in ONNX Runtime, fp32 or INT8.
+"""visionkit-onnx: run any exportable visionkit backend in ONNX Runtime, fp32 or INT8, and run
+exported deploy artifacts without torch (``visionkit.load("model.onnx")``).
 
-Only the hook lives here; onnx, onnxruntime and torch are imported when a runtime is used.
+Only the hooks live here; onnx, onnxruntime and torch are imported when a runtime is used.
 """
 
 from __future__ import annotations
@@ -9,7 +10,23 @@ from typing import Any
 
 import visionkit
 
-__all__ = ["register_runtimes"]
+__all__ = ["register_backends", "register_runtimes"]
+
+
+@visionkit.hookimpl
+def register_backends(register: Any) -> None:
+    """Register ``onnx``: a deploy artifact written by ``visionkit export`` (onnxruntime + numpy + OpenCV)."""
+    register(
+        "onnx",
+        "visionkit_onnx._deploy:load_artifact",
+        tasks=["detect", "classify"],  # what the file holds: a detector or a classifier
+        requires=("onnxruntime", "cv2"),
+        install="pip install visionkit-onnx",
+        description="A self-describing .onnx exported by `visionkit export`, run without torch "
+        "(load('model.onnx') or load('onnx', weights=...)).",
+        precisions=("fp32", "int8"),
+        suffixes=(".onnx",),
+    )
 
 
 @visionkit.hookimpl

@@ -5,6 +5,11 @@ material the key was derived from and the file's sha256. A sidecar that is missi
 disagrees with the model file (a truncated write, a file edited or replaced by hand) makes the entry
 invalid: it is rebuilt with a warning. Versions of torch, onnx, onnxruntime and visionkit are part
 of the key, so an upgrade never reuses an export made by another version.
+
+Builds change no process-global state (no ``chdir``): every scratch file lives in a private temporary
+folder. They are serialised twice: a process-wide lock (``torch.onnx.export`` keeps global state and
+fails when two threads export at once) and a file lock per cache entry (``<stem>.lock``), so two
+processes asking for the same model build it once and the second reuses the first's file.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -27,14 +32,36 @@ from typing import Any
 from visionkit import BackendError
 from visionkit.export import ExportSpec
 from visionkit_onnx._calib import FeedReader, calibration_images
-from visionkit_onnx._graph import ensure_node_names, sensitive_nodes
+from visionkit_onnx._graph import boundary_nodes, ensure_node_names, sensitive_nodes
 from visionkit_onnx._options import RuntimeOptions
 
 __all__ = ["CACHE_FORMAT", "Built", "build_model", "cache_dir", "export_onnx", "quantize", "sha256_file"]
 
 CACHE_FORMAT = 1
+#: Held while exporting/quantizing: torch's ONNX exporter is not thread-safe (process-global flags).
+_BUILD_LOCK = threading.RLock()
+#: Seconds to wait for another process building the same cache entry before giving up.
+LOCK_TIMEOUT = 1800.0
 #: Bump when the quantization recipe (graph walk, defaults) changes, so old INT8 entries are not reused.
-QUANT_RECIPE = 2
+QUANT_RECIPE = 3  # 3: the compute ops feeding the float tail stay float too
+
+
+def reduce_range() -> bool:
+    """Whether INT8 weights should use 7 bits: on x86 CPUs without VNNI, ONNX Runtime's U8S8 kernels
+    (``vpmaddubsw``) saturate 16-bit sums of full-range products; VNNI (and AMX) do not.
+
+    ONNX Runtime's quantization guide recommends ``reduce_range`` there. Only x86 is affected.
+    """
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False  # not Linux: keep ONNX Runtime's default
+    return not any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 @dataclass
@@ -131,6 +158,7 @@ def key_material(
             "activation_type": opts.activation_type if scheme == "static" else None,
             "weight_type": opts.weight_type,
             "per_channel": opts.per_channel,
+            "reduce_range": reduce_range(),
             "calibrate_method": opts.calibrate_method if scheme == "static" else None,
             "keep_sensitive": opts.keep_sensitive,
             "sensitive_outputs": list(spec.sensitive_outputs),
@@ -138,17 +166,6 @@ def key_material(
             "calibration": calib if scheme == "static" else None,
         }
     return material
-
-
-@contextlib.contextmanager
-def _working_dir(path: Path) -> Iterator[None]:
-    """Temporarily change the process's working directory (builds run once, at load time)."""
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def quant_scheme(spec: ExportSpec, opts: RuntimeOptions) -> str:
@@ -225,10 +242,16 @@ def quantize(
     onnx.save(model, str(prepared))
     keep = list(opts.exclude_nodes)
     if opts.keep_sensitive and spec.sensitive_outputs:
-        keep += [n for n in sensitive_nodes(model, spec.sensitive_outputs) if n not in keep]
+        tail = sensitive_nodes(model, spec.sensitive_outputs)
+        keep += [n for n in [*tail, *boundary_nodes(model, tail)] if n not in keep]
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     scheme = quant_scheme(spec, opts)
-    info: dict[str, Any] = {"scheme": scheme, "float_nodes": keep, "nodes": len(model.graph.node)}
+    info: dict[str, Any] = {
+        "scheme": scheme,
+        "float_nodes": keep,
+        "nodes": len(model.graph.node),
+        "reduce_range": reduce_range(),
+    }
     try:
         if scheme == "dynamic":
             # Dynamic INT8 pays off on MatMul-heavy (transformer) graphs; ConvInteger is slow on CPU.
@@ -237,6 +260,7 @@ def quantize(
                 str(dst),
                 op_types_to_quantize=["MatMul", "Attention", "Gemm"],
                 per_channel=opts.per_channel,
+                reduce_range=info["reduce_range"],
                 weight_type=qtype[opts.weight_type],
                 nodes_to_exclude=keep,
             )
@@ -260,6 +284,7 @@ def quantize(
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=opts.per_channel,
+                reduce_range=info["reduce_range"],
                 activation_type=qtype[opts.activation_type],
                 weight_type=qtype[opts.weight_type],
                 nodes_to_exclude=keep,
@@ -279,8 +304,11 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "backend"
 
 
-def read_cache(model_path: Path, meta_path: Path, material: dict[str, Any]) -> dict[str, Any] | None:
-    """The sidecar metadata when the cached model is valid, else ``None`` (with a warning if it was bad)."""
+def read_cache(
+    model_path: Path, meta_path: Path, material: dict[str, Any], *, quiet: bool = False
+) -> dict[str, Any] | None:
+    """The sidecar metadata when the cached model is valid, else ``None`` (with a warning if it was bad,
+    unless ``quiet``)."""
     if not model_path.exists() and not meta_path.exists():
         return None
     problem = None
@@ -296,6 +324,8 @@ def read_cache(model_path: Path, meta_path: Path, material: dict[str, Any]) -> d
         problem = f"its metadata cannot be read ({type(exc).__name__})"
     if problem is None:
         return meta
+    if quiet:
+        return None
     warnings.warn(f"Rebuilding cached ONNX model {model_path}: {problem}.", RuntimeWarning, stacklevel=4)
     return None
 
@@ -308,7 +338,11 @@ def write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
 
 
 def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOptions) -> Built:
-    """The ONNX model for ``backend`` at ``precision``: from the cache, or exported (and quantized) now."""
+    """The ONNX model for ``backend`` at ``precision``: from the cache, or exported (and quantized) now.
+
+    Thread- and process-safe: builds are serialised in the process, and per cache entry across
+    processes (a file lock), so concurrent loads of one model export it once.
+    """
     name = getattr(backend, "name", type(backend).__name__)
     load_calib, calib = None, None
     if precision == "int8" and quant_scheme(spec, opts) == "static":
@@ -319,15 +353,51 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
     part = "" if spec.stage == "forward" else f"-{_safe(spec.stage)}"
     stem = f"{_safe(name)}{part}-{precision}-{key}"
     model_path, meta_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    if opts.cache:
-        meta = read_cache(model_path, meta_path, material)
-        if meta is not None:
-            return Built(model_path, meta, True, meta_path=meta_path)
+    if not opts.cache:
+        with _BUILD_LOCK:
+            return _build(backend, spec, precision, opts, material, key, load_calib, None, None)
+    try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError(f"Cannot create the ONNX cache folder {str(folder)!r}: {exc}") from exc
+    meta = read_cache(model_path, meta_path, material, quiet=True)
+    if meta is not None:  # a cache hit never waits behind another model's build
+        return Built(model_path, meta, True, meta_path=meta_path)
+    from filelock import FileLock, Timeout
 
+    with _BUILD_LOCK:
+        try:
+            with FileLock(str(folder / f"{stem}.lock"), timeout=LOCK_TIMEOUT):
+                # checked under the lock: another thread or process may have just built it
+                meta = read_cache(model_path, meta_path, material)
+                if meta is not None:
+                    return Built(model_path, meta, True, meta_path=meta_path)
+                return _build(
+                    backend, spec, precision, opts, material, key, load_calib, model_path, meta_path
+                )
+        except Timeout as exc:
+            raise BackendError(
+                f"Waited {LOCK_TIMEOUT:.0f} s for another process building {str(model_path)!r}; "
+                f"remove {str(folder / f'{stem}.lock')!r} if no build is running."
+            ) from exc
+
+
+def _build(
+    backend: Any,
+    spec: ExportSpec,
+    precision: str,
+    opts: RuntimeOptions,
+    material: dict[str, Any],
+    key: str,
+    load_calib: Any,
+    model_path: Path | None,
+    meta_path: Path | None,
+) -> Built:
+    """Export (and quantize) into a private temporary folder; move the result into the cache."""
+    name = getattr(backend, "name", type(backend).__name__)
     t0 = time.perf_counter()
     structure = output_structure(spec)
-    work = Path(tempfile.mkdtemp(prefix="vk-onnx-", dir=folder if opts.cache else None))
+    work = Path(tempfile.mkdtemp(prefix="vk-onnx-", dir=model_path.parent if model_path else None))
     try:
         fp32 = work / "model.fp32.onnx"
         export_onnx(spec, fp32, name)
@@ -335,10 +405,7 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
         out = fp32
         if precision == "int8":
             out = work / "model.int8.onnx"
-            # onnxruntime's quantizer saves uuid-named external-data scratch files in the working
-            # directory; keep them in the build folder (removed below), not the user's cwd.
-            with _working_dir(work):
-                info = quantize(fp32, out, spec, opts, backend, load_calib() if load_calib else None)
+            info = quantize(fp32, out, spec, opts, backend, load_calib() if load_calib else None)
         meta = {
             "material": material,
             "key": key,
@@ -349,10 +416,10 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "build_seconds": round(time.perf_counter() - t0, 3),
             "quantization": info,
-            "calibration": calib,
+            "calibration": material.get("quant", {}).get("calibration"),
             "gates": {},
         }
-        if not opts.cache:
+        if model_path is None or meta_path is None:
             return Built(None, meta, False, model_bytes=out.read_bytes(), build_seconds=meta["build_seconds"])
         os.replace(out, model_path)
         write_meta(meta_path, meta)

@@ -13,8 +13,10 @@ import numpy as np
 from visionkit import InvalidOptionError, load_image
 
 __all__ = [
+    "BUNDLED",
     "IMAGE_SUFFIXES",
     "FeedReader",
+    "bundled_files",
     "calibration_images",
     "folder_fingerprint",
     "image_files",
@@ -24,6 +26,15 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SYNTHETIC_VERSION = "synthetic-v1"
+#: The ``source`` reported for the photos shipped with this plugin (``calibration/``, licences in
+#: ``calibration/LICENSES.md``); the version changes whenever the set does.
+BUNDLED = "visionkit-onnx bundled photos v1 (scikit-image CC0 / public domain)"
+_BUNDLED_DIR = Path(__file__).with_name("calibration")
+
+
+def bundled_files() -> list[Path]:
+    """The real photos shipped with the plugin: the default calibration and accuracy-gate images."""
+    return sorted(p for p in _BUNDLED_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def image_files(folder: Path, limit: int, what: str = "calib") -> list[Path]:
@@ -91,7 +102,9 @@ def calibration_images(
 ) -> tuple[Callable[[], list[np.ndarray]], dict[str, Any]]:
     """A loader of the calibration images and a description of them (part of the cache key).
 
-    Only the folder is listed here; images are decoded when the loader is called (on a cache miss).
+    ``calib``, else ``VISIONKIT_CALIB``, else the real photos bundled with the plugin (synthetic
+    images collapsed INT8 YOLO confidences to 0.5 at imgsz 320). Only the folder is listed here;
+    images are decoded when the loader is called (on a cache miss).
     """
     folder = calib if calib is not None else os.environ.get("VISIONKIT_CALIB")
     if folder:
@@ -101,13 +114,13 @@ def calibration_images(
             "images": len(files),
             "fingerprint": folder_fingerprint(files),
         }
-        return (lambda: [load_image(p) for p in files]), info
-    n = min(limit, 16)
-    return (lambda: synthetic_images(n)), {
-        "source": SYNTHETIC_VERSION,
-        "images": n,
-        "fingerprint": SYNTHETIC_VERSION,
-    }
+    else:
+        files = bundled_files()[:limit]
+        h = hashlib.sha256()
+        for p in files:  # content, not paths/mtimes: the same set hashes the same wherever installed
+            h.update(p.name.encode() + p.read_bytes())
+        info = {"source": BUNDLED, "images": len(files), "fingerprint": h.hexdigest()[:16]}
+    return (lambda: [load_image(p) for p in files]), info
 
 
 def _to_numpy(x: Any) -> np.ndarray:

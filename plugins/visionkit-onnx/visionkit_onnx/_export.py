@@ -1,4 +1,9 @@
-"""``export``: what ``visionkit export NAME --precision int8 --calib DIR --max-drop 1.5 -o FILE`` calls."""
+"""``export``: what ``visionkit export NAME --precision int8 --calib DIR --max-drop 1.5 -o FILE`` calls.
+
+A backend the deploy runtime can decode (YOLO detectors today) gets a self-describing deploy artifact
+(:mod:`visionkit_onnx._artifact`): ``visionkit.load(FILE)`` then runs it without torch. Any other
+exportable backend gets the plain network, and the report's ``deploy`` says why it is not deployable.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionkit import BackendError
+from visionkit import BackendError, InvalidOptionError
+from visionkit.export import ExportNotSupportedError, export_specs_of
+from visionkit_onnx._artifact import deploy_plan, write_artifact
 from visionkit_onnx._build import Built
 from visionkit_onnx._runtime import OrtForward, check_gate, make_session, prepare, primary
 
@@ -16,7 +23,12 @@ __all__ = ["export"]
 
 
 def export(
-    backend: Any, *, precision: str = "int8", output: str | os.PathLike[str], **runtime_options: Any
+    backend: Any,
+    *,
+    precision: str = "int8",
+    output: str | os.PathLike[str],
+    deploy: bool | str | None = None,
+    **runtime_options: Any,
 ) -> dict[str, Any]:
     """Write ``backend``'s network as an ONNX file at ``precision``; refuse when the gate fails.
 
@@ -24,6 +36,9 @@ def export(
         backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
         precision: ``"fp32"`` or ``"int8"``.
         output: the ``.onnx`` file to write (parent folders are created).
+        deploy: ``None`` (default): a deploy artifact when the backend can be deployed without torch,
+            else the plain network; ``True``: refuse, before exporting anything, a backend that cannot;
+            ``False``: always the plain network.
         **runtime_options: as for ``load(..., runtime_options=...)``: ``calib``, ``max_drop``,
             ``val``, ``annotations``, ``threads``, ``cache_dir`` ...
 
@@ -31,12 +46,27 @@ def export(
         A JSON-friendly report: ``output``, ``precision``, ``size_bytes``, ``sha256``, ``quantization``,
         ``float_nodes``, ``calibration``, ``gate`` (``None`` without ``max_drop``), ``cache_hit``,
         ``files`` (stage → path: a backend with several networks writes ``NAME.STAGE.onnx`` beside
-        ``output`` for the others), ``seconds``.
+        ``output`` for the others), ``deploy`` (``{"artifact": bool, "reason": ...}``), ``seconds``.
 
     Raises:
         ExportNotSupportedError, InvalidOptionError (AccuracyGateError: nothing is written), BackendError.
     """
     t0 = time.perf_counter()
+    want = _flag(deploy)
+    plan, reason = None, None
+    if want is not False:
+        try:
+            specs = export_specs_of(backend)
+            plan = deploy_plan(backend, specs[0]) if len(specs) == 1 else None
+            if plan is None:
+                raise ExportNotSupportedError(
+                    f"Backend {getattr(backend, 'name', '?')!r} runs several networks; the deploy runtime "
+                    "runs one."
+                )
+        except ExportNotSupportedError as exc:
+            if want:
+                raise
+            reason = str(exc)
     opts, parts = prepare(backend, precision, runtime_options)
     main_spec, main_built = primary(parts)
     gate = None
@@ -51,9 +81,25 @@ def export(
         spec.stage: out if spec is main_spec else out.with_name(f"{out.stem}.{spec.stage}{out.suffix}")
         for spec, _ in parts
     }
-    for (_, built), path in zip(parts, files.values(), strict=True):
-        _write(built, path)
     quant = main_built.meta.get("quantization") or {}
+    if plan is not None:
+        info = {
+            "precision": precision,
+            "calibration": main_built.meta.get("calibration"),
+            "gate": gate,
+            "quantization": {"scheme": quant.get("scheme"), "float_nodes": len(quant.get("float_nodes", []))},
+            "source": {
+                "backend": getattr(backend, "name", type(backend).__name__),
+                "weights": str(getattr(backend, "weights", None)),
+                # the export key holds the weights' sha256 (or a tensor hash for a random init)
+                "fingerprint": main_spec.key,
+                "network_sha256": main_built.meta["sha256"],
+            },
+        }
+        _write_artifact(main_built, plan, info, out)
+    else:
+        for (_, built), path in zip(parts, files.values(), strict=True):
+            _write(built, path)
     return {
         "output": str(out),
         "backend": getattr(backend, "name", type(backend).__name__),
@@ -66,8 +112,35 @@ def export(
         "gate": gate,
         "cache_hit": main_built.cache_hit,
         "files": {stage: str(path) for stage, path in files.items()},
+        "deploy": {"artifact": plan is not None, "reason": reason},
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _flag(value: bool | str | None) -> bool | None:
+    """``deploy=`` from Python (bool) or the CLI (``-R deploy=true``)."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    if text in ("", "auto", "none"):
+        return None
+    raise InvalidOptionError(f"deploy must be true, false or auto, but got {value!r}.")
+
+
+def _write_artifact(built: Built, plan: dict[str, Any], info: dict[str, Any], path: Path) -> None:
+    """The network plus NMS and metadata, written atomically."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = built.model_bytes if built.model_bytes is not None else Path(str(built.path)).read_bytes()
+        tmp = path.with_name(path.name + ".tmp")
+        write_artifact(data, plan, info, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BackendError(f"Could not write the ONNX model to {str(path)!r}: {exc}") from exc
 
 
 def _write(built: Built, path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError, Task, load_image
-from visionkit_onnx._calib import folder_fingerprint, image_files, synthetic_images
+from visionkit_onnx._calib import BUNDLED, bundled_files, folder_fingerprint, image_files
 from visionkit_onnx._options import RuntimeOptions
 
 __all__ = ["PSEUDO_GT_CONF", "evaluate", "gate_fingerprint", "gate_task"]
@@ -44,8 +44,11 @@ def gate_task(backend: Any) -> Task:
     )
 
 
-def _gate_images(opts: RuntimeOptions) -> tuple[list[Path] | None, dict[str, Any] | None, str]:
-    """Image files (or ``None`` for synthetic), the COCO annotations filtered to them, and a fingerprint."""
+def _gate_images(opts: RuntimeOptions) -> tuple[list[Path], dict[str, Any] | None, str]:
+    """Image files, the COCO annotations filtered to them, and a fingerprint.
+
+    ``val``, else ``calib``, else ``VISIONKIT_CALIB``, else the photos bundled with the plugin.
+    """
     folder = opts.val or opts.calib or os.environ.get("VISIONKIT_CALIB")
     if opts.annotations is not None:
         ann_path = Path(opts.annotations).expanduser()
@@ -73,7 +76,8 @@ def _gate_images(opts: RuntimeOptions) -> tuple[list[Path] | None, dict[str, Any
         st = ann_path.stat()
         return files, coco, f"{folder_fingerprint(files)}-{st.st_size}-{st.st_mtime_ns}"
     if folder is None:
-        return None, None, f"synthetic-{opts.val_images}"
+        files = bundled_files()[: opts.val_images]
+        return files, None, f"{BUNDLED}-{len(files)}"
     files = image_files(Path(folder), opts.val_images, "val")
     return files, None, folder_fingerprint(files)
 
@@ -222,11 +226,7 @@ def evaluate(
     """Score ``candidate`` (a forward) against ``reference`` (the float torch forward) on the gate images."""
     task = gate_task(backend)
     files, coco, _ = _gate_images(opts)
-    images = (
-        [load_image(p) for p in files]
-        if files is not None
-        else synthetic_images(min(opts.val_images, 8), seed=1)
-    )
+    images = [load_image(p) for p in files]
     ref = _predict_all(backend, reference, images, task)
     cand = _predict_all(backend, candidate, images, task)
     if task is Task.DETECT:
@@ -238,5 +238,6 @@ def evaluate(
     out["drop"] = out["reference"] - out["candidate"]
     out["images"] = len(images)
     out["task"] = task.value
-    out["source"] = str(files[0].parent) if files else "synthetic"
+    bundled = files[0].parent == bundled_files()[0].parent
+    out["source"] = BUNDLED if bundled else str(files[0].parent)
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}

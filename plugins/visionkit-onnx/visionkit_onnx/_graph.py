@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["COMPUTE_OPS", "SHAPE_OPS", "ensure_node_names", "sensitive_nodes"]
+__all__ = ["COMPUTE_OPS", "SHAPE_OPS", "boundary_nodes", "ensure_node_names", "sensitive_nodes"]
 
 #: Ops that carry learned weights and do the heavy lifting: the walk stops at them (they stay quantized).
 COMPUTE_OPS = frozenset(
@@ -77,3 +77,22 @@ def sensitive_nodes(model: Any, outputs: Sequence[str]) -> list[str]:
     up = closure(seeds, lambda n: [producer[i] for i in n.input if i in producer])
     hull = set(region) | (down & up)
     return [n.name for n in graph.node if n.name in hull]
+
+
+def boundary_nodes(model: Any, region: Sequence[str]) -> list[str]:
+    """The compute ops whose outputs feed ``region`` directly (e.g. YOLO's last 1x1 class/box convs).
+
+    Kept float with the region: their uint8 outputs put class logits on a grid of ~0.1-0.16, so every
+    score near 0.5 snapped to sigmoid(0) = 0.5 exactly (issue 18 item 8). They are a few small convs.
+    """
+    inside = set(region)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.name not in inside:
+            continue
+        for inp in node.input:
+            src = producer.get(inp)
+            if src is not None and src.op_type in COMPUTE_OPS and src.name not in inside:
+                found[src.name] = None
+    return [n.name for n in model.graph.node if n.name in found]

@@ -22,7 +22,9 @@ class RuntimeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     calib: Path | None = Field(
-        None, description="Folder of calibration images (default: VISIONKIT_CALIB, else synthetic images)."
+        None,
+        description="Folder of calibration images (default: VISIONKIT_CALIB, else the real photos bundled with "
+        "visionkit-onnx, see its calibration/LICENSES.md).",
     )
     calib_images: int = Field(32, ge=1, description="Calibration images used (the first N, sorted by name).")
     calibrate_method: Literal["minmax", "entropy", "percentile"] = Field(
@@ -45,7 +47,8 @@ class RuntimeOptions(BaseModel):
         description="Accuracy gate in metric points (mAP / top-1 / mIoU x100); refuse a worse model.",
     )
     val: Path | None = Field(
-        None, description="Images for the accuracy gate (default: the calibration images)."
+        None,
+        description="Images for the accuracy gate (default: the calibration images, else the bundled photos).",
     )
     annotations: Path | None = Field(
         None, description="COCO instances JSON for the gate (detectors): real mAP."

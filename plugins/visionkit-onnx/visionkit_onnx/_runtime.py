@@ -46,6 +46,9 @@ class OrtForward:
     def __call__(self, inputs: Any) -> Any:
         import torch
 
+        if isinstance(inputs, list) and len(self.input_names) == 1:
+            # one tensor per letterbox shape (rect inputs of several sizes): one run each, as torch does
+            return [self(x) for x in inputs]
         feeds = model_feeds(inputs, self.input_names)
         for name, arr in feeds.items():
             want = self._dtypes.get(name)
@@ -212,7 +215,12 @@ def check_gate(
                     RuntimeWarning,
                     stacklevel=2,
                 )
-    result = {**result, "max_drop": opts.max_drop, "passed": result["drop"] <= opts.max_drop}
+    result = {
+        **result,
+        "calibration": built.meta.get("calibration"),
+        "max_drop": opts.max_drop,
+        "passed": result["drop"] <= opts.max_drop,
+    }
     if not result["passed"]:
         raise AccuracyGateError(
             f"{precision.upper()} {getattr(backend, 'name', '?')!r} drops {result['drop']:.2f} {result['metric']} points, "

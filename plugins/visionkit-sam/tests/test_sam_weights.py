@@ -11,7 +11,7 @@ import torch
 from visionkit_sam._model import OFFICIAL_WEIGHTS, build_model, config_from_state_dict, preset
 
 import visionkit
-from visionkit import BackendError, InvalidOptionError, WeightsNotFoundError
+from visionkit import BackendError, InvalidOptionError, UnsafeWeightsError, WeightsNotFoundError
 
 
 def _save(model: torch.nn.Module, path: Path) -> Path:
@@ -83,7 +83,7 @@ def test_not_a_sam_checkpoint(tmp_path: Path) -> None:
 def test_pickled_object_refused_by_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(2, 2), path)  # a whole module: needs unpickling code, refused
-    with pytest.raises(BackendError, match=r"Cannot read SAM checkpoint .* as a state dict"):
+    with pytest.raises(UnsafeWeightsError, match=r"SAM checkpoint .* is not a plain state dict"):
         visionkit.load("sam", weights=path)
 
 

@@ -11,6 +11,10 @@ Stages (the :class:`visionkit.Backend` contract), with the heavy encoder separat
 ``segment_prompt`` accepts in place of the image. Without a handle, a small thread-safe LRU keyed by
 a hash of the decoded pixels gives the same saving: repeated prompts on the same array or file run
 the encoder once.
+
+Threads: ``segment_prompt`` and ``embed`` do not go through :meth:`visionkit.Backend.predict`, so they
+take the backend's :attr:`~visionkit.Backend.lock` themselves, around each encoder run and each
+decode. A thread waiting for another thread's encoder run of the same image (the cache) holds no lock.
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ from visionkit import (
     Task,
     load_image,
 )
+from visionkit.backend import check_limit
 from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit.images import as_batch
 from visionkit_sam._decoder import PAD_LABEL, SamDecoderNet
 from visionkit_sam._model import ModelConfig, load_model
-from visionkit_sam._options import MobileSamOptions, SamAutoOptions, SamOptions
+from visionkit_sam._options import LOAD_TIME_OPTIONS, MobileSamOptions, SamAutoOptions, SamOptions
 from visionkit_sam._prompts import Prompts, parse_prompts
 
 __all__ = [
@@ -61,6 +66,20 @@ def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+class SafeResizeLongestSide(ResizeLongestSide):
+    """segment-anything's resize, except that no side rounds down to 0 pixels.
+
+    ``ResizeLongestSide`` rounds the short side of a 1x1000 or 3000x2 image to 0 and the resize then
+    fails; here it is at least 1 pixel. Every other shape gets exactly SAM's own size.
+    """
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        """``(new_h, new_w)`` with the longest side ``long_side_length`` and no side below 1."""
+        h, w = ResizeLongestSide.get_preprocess_shape(oldh, oldw, long_side_length)
+        return max(1, h), max(1, w)
 
 
 def image_key(image: np.ndarray) -> str:
@@ -179,18 +198,22 @@ class _SamModelMixin:
                 f"Backend {self.name!r} runs natively in fp32 only, but got precision {precision!r}; "  # type: ignore[attr-defined]
                 "other precisions come from a runtime plugin (e.g. visionkit-onnx)."
             )
+        check_limit("max_image_size", options.image_size or 0, options.max_image_size, what="image_size")
         model, cfg, fingerprint = load_model(
             weights,
             model_type=options.model_type,
             image_size=options.image_size,
             random_default=self.random_default,
+            trust_pickle=options.trust_pickle,
         )
+        # A checkpoint's own size (read from its position embedding) is held to the same limit.
+        check_limit("max_image_size", cfg.image_size, options.max_image_size, what="encoder image_size")
         self.torch_device = _device(self.device)  # type: ignore[attr-defined]
         self.model = model.to(self.torch_device)
         self.config = cfg
         self.model_type = cfg.model_type
         self.fingerprint = fingerprint
-        self.transform = ResizeLongestSide(cfg.image_size)
+        self.transform = SafeResizeLongestSide(cfg.image_size)
         self.decoder = SamDecoderNet(self.model).eval()
 
 
@@ -248,14 +271,17 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             for i, m in enumerate(batch.metas)
         ]
 
-    def _encode(self, image: np.ndarray, key: str) -> SamEmbedding:
-        t0 = time.perf_counter()
-        batch = self.preprocess([image], self.options, [key])
-        t1 = time.perf_counter()
-        raw = self.forward(batch.inputs)
-        t2 = time.perf_counter()
-        emb = self.postprocess(raw, batch, Task.SEGMENT_PROMPT)[0]
-        self._stage_ms = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3}
+    def _encode(self, image: np.ndarray, key: str, stages: dict[str, float] | None = None) -> SamEmbedding:
+        """Run the encoder stages on one image under the backend's lock; ``stages`` receives their ms."""
+        with self.lock:
+            t0 = time.perf_counter()
+            batch = self.preprocess([image], self.options, [key])
+            t1 = time.perf_counter()
+            raw = self.forward(batch.inputs)
+            t2 = time.perf_counter()
+            emb = self.postprocess(raw, batch, Task.SEGMENT_PROMPT)[0]
+        if stages is not None:
+            stages.update(preprocess=(t1 - t0) * 1e3, forward=(t2 - t1) * 1e3)
         return emb
 
     def embed(self, images: Any) -> Any:
@@ -269,10 +295,12 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             place of the image to decode any number of prompts without re-running the encoder.
         """
         inputs, single = as_batch(images)
-        out = [self._embedding(x)[0] for x in inputs]
+        check_limit("max_images", len(inputs), self.options.max_images, what="images in one call")
+        out = [self._embedding(x, {})[0] for x in inputs]
         return out[0] if single else out
 
-    def _embedding(self, image: Any) -> tuple[SamEmbedding, bool]:
+    def _embedding(self, image: Any, stages: dict[str, float]) -> tuple[SamEmbedding, bool]:
+        """The image's embedding and whether it was reused; ``stages`` gets the encoder's ms on a miss."""
         if isinstance(image, SamEmbedding):
             if image.owner != self._owner:
                 raise InvalidPromptError(
@@ -280,9 +308,9 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
                 )
             return image, True
         array = load_image(image)
-        self._stage_ms = {"preprocess": 0.0, "forward": 0.0}
         key = image_key(array)
-        return self.cache.get_or_compute(key, lambda: self._encode(array, key))
+        # Not under the lock: a thread waiting here for another's encoder run must not block it.
+        return self.cache.get_or_compute(key, lambda: self._encode(array, key, stages))
 
     def cache_info(self) -> dict[str, int]:
         """Embedding cache counters: ``hits``, ``misses``, ``size``, ``maxsize``."""
@@ -379,7 +407,8 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             InvalidImageError: the image cannot be read.
         """
         t0 = time.perf_counter()
-        embedding, cached = self._embedding(image)
+        stages = {"preprocess": 0.0, "forward": 0.0}
+        embedding, cached = self._embedding(image, stages)
         t1 = time.perf_counter()
         multi = self.options.multimask_output if multimask_output is None else multimask_output
         prompts = parse_prompts(
@@ -390,31 +419,41 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             multimask_output=multi,
             image_shape=embedding.original_size,
             low_res_size=self.config.low_res_size,
+            max_points=self.options.max_points,
+            max_prompts=self.options.max_prompts,
         )
-        low_res, iou = self.decode(embedding, prompts)
-        t2 = time.perf_counter()
-        result = self._to_result(embedding, prompts, low_res, iou)
-        t3 = time.perf_counter()
-        stages = getattr(self, "_stage_ms", {}) if not cached else {"preprocess": 0.0, "forward": 0.0}
-        self.last_timing = {
-            "preprocess": stages.get("preprocess", 0.0),
-            "forward": stages.get("forward", 0.0),
-            "embed_total": (t1 - t0) * 1e3,
-            "decode": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "cache_hit": float(cached),
-        }
+        with self.lock:
+            low_res, iou = self.decode(embedding, prompts)
+            t2 = time.perf_counter()
+            result = self._to_result(embedding, prompts, low_res, iou)
+            t3 = time.perf_counter()
+            if cached:
+                stages = {"preprocess": 0.0, "forward": 0.0}
+            self.last_timing = {
+                **stages,
+                "embed_total": (t1 - t0) * 1e3,
+                "decode": (t2 - t1) * 1e3,
+                "postprocess": (t3 - t2) * 1e3,
+                "cache_hit": float(cached),
+            }
         return result
 
     def _to_result(
         self, emb: SamEmbedding, prompts: Prompts, low_res: torch.Tensor, iou: torch.Tensor
     ) -> PromptMasks:
-        with torch.inference_mode():
-            upscaled = self.model.postprocess_masks(low_res, emb.input_size, emb.original_size)
         # Best first within each prompt (SamPredictor returns the decoder's token order).
         order = torch.argsort(iou, dim=1, descending=True, stable=True)
-        take = order[..., None, None].expand(-1, -1, *upscaled.shape[-2:])
-        masks = torch.gather(upscaled, 1, take) > self.options.mask_threshold
+        # Upscale a few prompts at a time and threshold at once: the float masks at full resolution
+        # would otherwise all exist together (64 prompts x 3 masks of a 12 MP photo: 9 GB).
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, low_res.shape[0], self.decoder_chunk):
+                up = self.model.postprocess_masks(
+                    low_res[i : i + self.decoder_chunk], emb.input_size, emb.original_size
+                )
+                take = order[i : i + self.decoder_chunk, :, None, None].expand(-1, -1, *up.shape[-2:])
+                parts.append(torch.gather(up, 1, take) > self.options.mask_threshold)
+        masks = torch.cat(parts)
         logits = torch.gather(low_res, 1, order[..., None, None].expand(-1, -1, *low_res.shape[-2:]))
         scores = torch.gather(iou, 1, order)
         b, k = scores.shape
@@ -595,10 +634,29 @@ class SamAutoBackend(_SamModelMixin, Backend[SamAutoOptions], SegmentsInstances)
         super().__init__(weights=weights, device=device, precision=precision, **options)
         self._init_model(weights, precision, self.options)
 
+    def with_options(self, overrides: dict[str, Any]) -> Any:
+        """Load-time options with per-call ``overrides``; options that build the network are refused."""
+        fixed = sorted(k for k in overrides if k in LOAD_TIME_OPTIONS)
+        if fixed:
+            raise InvalidOptionError(
+                f"Option {fixed[0]!r} of backend {self.name!r} applies when the model is loaded: "
+                f"visionkit.load({self.name!r}, {fixed[0]}=...)."
+            )
+        return super().with_options(overrides)
+
     def preprocess(self, images: list[np.ndarray], options: SamAutoOptions) -> Batch[SamAutoOptions]:
-        """The generator resizes and crops itself; pass the images through."""
+        """The generator resizes and crops itself; pass the images through.
+
+        Raises:
+            LimitExceededError: ``points_per_side``, ``points_per_batch`` or ``crop_n_layers`` above
+                their ``max_*`` limit.
+        """
         from segment_anything import SamAutomaticMaskGenerator
 
+        for option in ("points_per_side", "points_per_batch", "crop_n_layers"):
+            check_limit(
+                f"max_{option}", getattr(options, option), getattr(options, f"max_{option}"), what=option
+            )
         generator = SamAutomaticMaskGenerator(
             self.model,
             points_per_side=options.points_per_side,
@@ -612,6 +670,7 @@ class SamAutoBackend(_SamModelMixin, Backend[SamAutoOptions], SegmentsInstances)
             output_mode="binary_mask",
         )
         generator.predictor.model.mask_threshold = options.mask_threshold
+        generator.predictor.transform = self.transform  # no side resized to 0 (1x1000 images)
         return Batch(images, {"generator": generator, "images": images}, [{} for _ in images], options)
 
     def forward(self, inputs: Any) -> Any:
@@ -622,15 +681,18 @@ class SamAutoBackend(_SamModelMixin, Backend[SamAutoOptions], SegmentsInstances)
     def postprocess(self, outputs: Any, batch: Batch[SamAutoOptions], task: Task) -> list[Any]:
         """Convert the generator's records to :class:`visionkit.InstanceMasks`, best first."""
         return [
-            self._to_instances(records, image) for records, image in zip(outputs, batch.images, strict=True)
+            self._to_instances(records, image, batch.options.max_detections)
+            for records, image in zip(outputs, batch.images, strict=True)
         ]
 
-    def _to_instances(self, records: Sequence[dict[str, Any]], image: np.ndarray) -> InstanceMasks:
+    def _to_instances(
+        self, records: Sequence[dict[str, Any]], image: np.ndarray, max_detections: int | None = None
+    ) -> InstanceMasks:
         h, w = image.shape[:2]
         meta = {"model_type": self.model_type, "label_space": "class-agnostic"}
         if not records:
             return InstanceMasks.empty((h, w), backend=self.name, **meta)
-        records = sorted(records, key=lambda r: -float(r["predicted_iou"]))
+        records = sorted(records, key=lambda r: -float(r["predicted_iou"]))[:max_detections]
         # bbox is XYWH of the mask's extreme pixels; +1 makes x2/y2 the exclusive pixel edge.
         xywh = np.asarray([r["bbox"] for r in records], np.float32)
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] + 1], axis=1)

@@ -11,6 +11,7 @@ without being told what they are.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from visionkit import BackendError, InvalidOptionError, resolve_weights
+from visionkit import BackendError, InvalidOptionError, UnsafeWeightsError, resolve_weights
 
 __all__ = [
     "OFFICIAL_WEIGHTS",
@@ -276,8 +277,20 @@ def _download(name: str) -> str:
     return os.fspath(dest)
 
 
-def read_state_dict(weights: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Path]:
-    """Resolve ``weights`` (path, VISIONKIT_WEIGHTS, official URL) and read it with ``weights_only=True``."""
+def read_state_dict(
+    weights: str | os.PathLike[str], *, trust_pickle: bool = False
+) -> tuple[dict[str, torch.Tensor], Path]:
+    """Resolve ``weights`` (path, VISIONKIT_WEIGHTS, official URL) and read it with ``weights_only=True``.
+
+    Args:
+        weights: path or file name.
+        trust_pickle: read with ``weights_only=False`` (full unpickling, which can run code) and accept
+            a pickled ``nn.Module`` (its ``state_dict()`` is used). Only for files you trust.
+
+    Raises:
+        UnsafeWeightsError: the file needs full unpickling and ``trust_pickle`` is False.
+        BackendError: the file is corrupt or holds no state dict.
+    """
     known = ", ".join(f"{n} ({url})" for n, (_, url) in OFFICIAL_WEIGHTS.items())
     path = resolve_weights(
         weights,
@@ -286,19 +299,46 @@ def read_state_dict(weights: str | os.PathLike[str]) -> tuple[dict[str, torch.Te
         hint=f"Official checkpoints: {known}.",
     )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled objects refused by weights_only, ...
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if trust_pickle or "Unsupported global" not in str(exc):  # corrupt, or not a torch file at all
+            raise BackendError(
+                f"Cannot read SAM checkpoint {os.fspath(path)!r} as a state dict ({_first_line(exc)})."
+            ) from exc
+        # weights_only met a class or function it does not allow: unpickling it could run code.
+        raise UnsafeWeightsError(
+            f"SAM checkpoint {os.fspath(path)!r} is not a plain state dict: loading it would unpickle "
+            f"arbitrary objects, which can run code ({_unsafe_global(exc)}). If you trust "
+            "the file, load it with trust_pickle=True (CLI: --trust-pickle); better, re-save it as "
+            "torch.save(model.state_dict(), path)."
+        ) from exc
+    except Exception as exc:  # corrupt file, not a torch file, ...
         raise BackendError(
             f"Cannot read SAM checkpoint {os.fspath(path)!r} as a state dict "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
         ) from exc
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # ultralytics-style wrapper
+    if isinstance(obj, dict) and isinstance(obj.get("model"), (dict, torch.nn.Module)):  # wrapper dicts
         obj = obj["model"]
+    if trust_pickle and isinstance(obj, torch.nn.Module):  # a whole pickled model, trusted by the user
+        obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise BackendError(
             f"SAM checkpoint {os.fspath(path)!r} holds a {type(obj).__name__}, not a state dict."
         )
     return obj, path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _unsafe_global(exc: BaseException) -> str:
+    """The global torch's weights-only unpickler refused, e.g. ``GLOBAL builtins.open``."""
+    for line in str(exc).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split(" was not")[0].removeprefix("WeightsUnpickler error: ")
+    return _first_line(exc)
 
 
 def load_model(
@@ -307,6 +347,7 @@ def load_model(
     model_type: str | None,
     image_size: int | None,
     random_default: str,
+    trust_pickle: bool = False,
 ) -> tuple[Sam, ModelConfig, str]:
     """Build the network for ``weights`` (``None``: random init of ``model_type or random_default``).
 
@@ -316,7 +357,7 @@ def load_model(
     if weights is None:
         cfg = preset(model_type or random_default, image_size)
         return build_model(cfg), cfg, f"random-{cfg.model_type}-{cfg.image_size}"
-    sd, path = read_state_dict(weights)
+    sd, path = read_state_dict(weights, trust_pickle=trust_pickle)
     cfg = config_from_state_dict(sd, image_size)
     if model_type is not None and model_type != cfg.model_type:
         kw = cfg.encoder_kwargs

@@ -12,12 +12,14 @@ Prompt grammar, in the input image's pixels:
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from visionkit import InvalidPromptError
+from visionkit.backend import check_limit
 
 __all__ = ["Prompts", "parse_prompts"]
 
@@ -43,11 +45,22 @@ class Prompts:
     multimask: bool
 
 
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlist = _SHORT.maxtuple = 4
+_SHORT.maxlevel = 3
+
+
 def _array(value: Any, what: str, dtype: type) -> np.ndarray:
     try:
         arr: np.ndarray = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise InvalidPromptError(f"{what} must be numbers, but got {value!r} ({exc}).") from None
+        shown = _SHORT.repr(value)  # a bad request may hold thousands of points: show the start only
+        if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+            raise InvalidPromptError(
+                f"{what} must be a regular array of numbers (every row the same length), but got a ragged "
+                f"list {shown}."
+            ) from None
+        raise InvalidPromptError(f"{what} must be numbers, but got {shown} ({exc}).") from None
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise InvalidPromptError(f"{what} must be finite, but got NaN or inf in {arr.tolist()!r}.")
     return arr
@@ -134,6 +147,8 @@ def parse_prompts(
     multimask_output: bool | None,
     image_shape: tuple[int, int],
     low_res_size: int,
+    max_points: int | None = None,
+    max_prompts: int | None = None,
 ) -> Prompts:
     """Validate prompts against an image of ``image_shape`` = (height, width) and batch them.
 
@@ -141,14 +156,18 @@ def parse_prompts(
     no ``mask_input``) is ambiguous and gets 3 ranked masks; anything else gets one mask per prompt.
 
     Raises:
-        InvalidPromptError: no prompt, wrong shapes, labels not 0/1, points outside the image, boxes
-            inverted or off the image, mask_input of the wrong size, prompt counts that do not pair up.
+        InvalidPromptError: no prompt, wrong or ragged shapes, labels not 0/1, points outside the image,
+            boxes inverted or off the image, mask_input of the wrong size, prompt counts that do not pair up.
+        LimitExceededError: more than ``max_points`` points in one prompt or ``max_prompts`` prompts.
     """
     h, w = image_shape
     if labels is not None and points is None:
         raise InvalidPromptError("labels were given without points; labels say which points are foreground.")
-    has_points = points is not None and np.size(points) > 0
-    has_boxes = boxes is not None and np.size(boxes) > 0
+    # Converted once up front: np.size() of a ragged list raises numpy's own ValueError.
+    points = None if points is None else _array(points, "points", np.float64)
+    boxes = None if boxes is None else _array(boxes, "boxes", np.float64)
+    has_points = points is not None and points.size > 0
+    has_boxes = boxes is not None and boxes.size > 0
     if not has_points and not has_boxes:
         if mask_input is not None:
             raise InvalidPromptError(
@@ -161,11 +180,14 @@ def parse_prompts(
     grouped = False
     if has_points:
         pts, lab, grouped = _points(points, labels, h, w)
-    elif labels is not None and np.size(labels):
+    elif labels is not None and _array(labels, "labels", np.float64).size:
         raise InvalidPromptError("labels were given without points; labels say which points are foreground.")
     if has_boxes:
         bxs = _boxes(boxes, h, w)
+    if pts is not None:
+        check_limit("max_points", pts.shape[1], max_points, what="points in one prompt")
     count = max(len(bxs) if bxs is not None else 0, len(pts) if pts is not None else 0)
+    check_limit("max_prompts", count, max_prompts, what="prompts (boxes or point groups) in one call")
     if pts is not None and bxs is not None and len(pts) != len(bxs):
         if grouped:
             raise InvalidPromptError(

@@ -13,7 +13,7 @@ from torchvision.models import get_model, get_model_weights
 from visionkit_torchvision._backend import load_lraspp
 
 import visionkit
-from visionkit import BackendError, InvalidOptionError, WeightsNotFoundError
+from visionkit import BackendError, InvalidOptionError, UnsafeWeightsError, WeightsNotFoundError
 from visionkit.export import export_spec_of
 from visionkit.testing import make_test_image
 
@@ -177,7 +177,7 @@ class _Pickled:
 def test_pickled_code_is_refused_by_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "code.pth"
     torch.save({"evil": _Pickled()}, path)
-    with pytest.raises(BackendError, match=r"weights_only=True"):
+    with pytest.raises(UnsafeWeightsError, match=r"weights_only=True"):
         visionkit.load("lraspp", weights=path)
 
 

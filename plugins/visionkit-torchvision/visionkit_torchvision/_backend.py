@@ -11,10 +11,18 @@ Each backend keeps visionkit's three stages apart:
 Detectors and segmenters batch images of different sizes as ``(images, sizes)``: zero-padded to a
 common size, cropped back before the network (see ``_export``), so a runtime plugin can run the
 exported one-image graph image by image.
+
+Bounded work: ``max_imgsz`` caps every side of the network input (size options above it are refused
+with :class:`visionkit.LimitExceededError`; an image so elongated that its resize would pass it is
+scaled to fit), ``max_detections`` caps ``detections_per_image``. Images too thin for a detector's
+resize (a 3000x2 image would resize to 0 pixels wide) are padded with their edge pixels to the
+thinnest workable size; results stay in the original pixels.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -38,6 +46,7 @@ from visionkit import (
     SemanticMask,
     Task,
 )
+from visionkit.backend import check_limit
 from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit_torchvision._catalog import BY_NAME, COCO_CATEGORIES, VOC_CATEGORIES
 from visionkit_torchvision._export import (
@@ -81,6 +90,35 @@ def _chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)
 
 
+def _pad_edges(image: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """``image`` with ``pad`` = (rows, columns) of its edge pixels added at the bottom and right."""
+    if not any(pad):
+        return image
+    return np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+
+
+def _fit_resize(transform: Any, image: np.ndarray, max_imgsz: int | None) -> Any:
+    """``transform`` (a torchvision preset that resizes the short side), or a copy that resizes ``image``
+    to an explicit size when the preset would make its long side exceed ``max_imgsz``.
+
+    The copy scales the long side to ``max_imgsz`` and the short side in proportion (at least 1 pixel),
+    as torchvision's ``resize(max_size=...)`` does. Every image the preset keeps within the limit gets
+    exactly the preset's own resize.
+    """
+    sizes = getattr(transform, "resize_size", None)
+    if max_imgsz is None or not isinstance(sizes, list) or len(sizes) != 1:
+        return transform
+    h, w = image.shape[:2]
+    short, long = min(h, w), max(h, w)
+    new_long = int(sizes[0] * long / short)  # torchvision's own arithmetic
+    if new_long <= max_imgsz:
+        return transform
+    new_short = max(1, int(max_imgsz * sizes[0] / new_long))
+    fitted = copy.copy(transform)
+    fitted.resize_size = [new_short, max_imgsz] if h <= w else [max_imgsz, new_short]
+    return fitted
+
+
 def _example_image(h: int, w: int, device: torch.device) -> torch.Tensor:
     """A seeded noise image in [0, 1] to trace with (zeros may trace a model that detects nothing)."""
     gen = torch.Generator().manual_seed(0)
@@ -112,7 +150,15 @@ class _TorchvisionBackend(Backend[Any]):
             )
         self.arch: str = entry.arch or check_arch(getattr(self.options, "arch", None), self.family, backend)
         self.torch_device = resolve_device(self.device)
-        built = build_model(self.arch, self.family, weights, self.options.categories, backend)
+        self._check_limits(self.options)
+        built = build_model(
+            self.arch,
+            self.family,
+            weights,
+            self.options.categories,
+            backend,
+            trust_pickle=self.options.trust_pickle,
+        )
         self.model: nn.Module = built.model.to(self.torch_device)
         self.categories: tuple[str, ...] = built.categories
         self.weights_member = built.member
@@ -131,6 +177,21 @@ class _TorchvisionBackend(Backend[Any]):
                 f"time: visionkit.load({self.name!r}, {fixed[0]}=...)."
             )
         return super().with_options(overrides)
+
+    def _check_limits(self, options: Any) -> None:
+        """Refuse size options above ``max_imgsz`` (and, for detectors, ``detections_per_image`` above
+        ``max_detections``) with :class:`visionkit.LimitExceededError`."""
+        for key in ("min_size", "max_size", "resize_size", "crop_size"):
+            value = getattr(options, key, None)
+            if value is not None:
+                check_limit("max_imgsz", value, options.max_imgsz, what=key)
+        if hasattr(options, "detections_per_image"):
+            check_limit(
+                "max_detections",
+                options.detections_per_image,
+                options.max_detections,
+                what="detections_per_image",
+            )
 
     def _name(self, index: int) -> str:
         return self.categories[index] if 0 <= index < len(self.categories) else str(index)
@@ -173,7 +234,8 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         self._configure(self.options)
 
     def _configure(self, options: DetectionOptions) -> None:
-        """Point torchvision's post-processing knobs at ``options``."""
+        """Point torchvision's post-processing knobs at ``options`` (checked against the limits first)."""
+        self._check_limits(options)
         if self._fixed_size is not None and (options.min_size is not None or options.max_size is not None):
             h, w = self._fixed_size
             raise InvalidOptionError(
@@ -203,8 +265,25 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         """
         self._configure(options)
         transform = self.weights_member.transforms()
-        padded, sizes = pad_stack([transform(_chw(im)) for im in images])
-        return Batch(images, (padded.to(self.torch_device), sizes), [{} for _ in images], options)
+        thin = [self._thin_padding(im) for im in images]
+        padded, sizes = pad_stack(
+            [transform(_chw(_pad_edges(im, pad))) for im, pad in zip(images, thin, strict=True)]
+        )
+        metas = [{"thin_padding": pad} for pad in thin]
+        return Batch(images, (padded.to(self.torch_device), sizes), metas, options)
+
+    def _thin_padding(self, image: np.ndarray) -> tuple[int, int]:
+        """Rows and columns to add so torchvision's resize gives no side of 0 pixels.
+
+        The resize scales by ``min(min_size / short, max_size / long)`` and floors: a 3000x2 image with
+        ``max_size`` 1333 would become 1333x0. The short side is padded to ``ceil(long / max_size) + 1``.
+        """
+        if self._fixed_size is not None:
+            return (0, 0)  # resized to a fixed size: any shape works
+        h, w = image.shape[:2]
+        transform: Any = self.model.transform
+        need = math.ceil(max(h, w) / float(transform.max_size)) + 1
+        return (max(0, need - h), max(0, need - w)) if min(h, w) < need else (0, 0)
 
     def forward(self, inputs: Any) -> Any:
         """One pass over the cropped images (torchvision detection models batch lists natively)."""
@@ -223,9 +302,17 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         if not isinstance(outputs, list):
             self._check_graph_options(batch.options)
         results: list[Detections] = []
-        for out, image in zip(split_detections(outputs, masks), batch.images, strict=True):
+        metas = batch.metas or [{} for _ in batch.images]
+        for out, image, meta in zip(split_detections(outputs, masks), batch.images, metas, strict=True):
             # torchvision keeps scores > score_thresh, sorted by score, then the first detections_per_img
             keep = torch.nonzero(out["scores"] > batch.options.score_threshold)[:, 0]
+            if any(meta.get("thin_padding", (0, 0))):  # drop what lies only in the padding, clip the rest
+                h, w = image.shape[:2]
+                boxes = out["boxes"]
+                edge = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+                out = {**out, "boxes": torch.minimum(boxes.clamp(min=0), edge)}
+                box = out["boxes"][keep]
+                keep = keep[(box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])]
             out = {k: v[keep[: batch.options.detections_per_image]] for k, v in out.items()}
             labels = out["labels"].cpu().numpy().astype(np.int64)
             fields: dict[str, Any] = {
@@ -367,8 +454,9 @@ class TorchvisionSemanticSegmenter(_TorchvisionBackend, SegmentsSemantic):
         When aspect ratios differ the images are zero-padded to a common size; ``forward`` crops them
         back, since a padded network input would change the outputs.
         """
+        self._check_limits(options)
         transform = self.transform(options)
-        padded, sizes = pad_stack([transform(_chw(im)) for im in images])
+        padded, sizes = pad_stack([_fit_resize(transform, im, options.max_imgsz)(_chw(im)) for im in images])
         return Batch(images, (padded.to(self.torch_device), sizes), [{} for _ in images], options)
 
     def forward(self, inputs: Any) -> Any:
@@ -446,8 +534,10 @@ class TorchvisionClassifier(_TorchvisionBackend, Classifies):
 
     def preprocess(self, images: list[np.ndarray], options: Any) -> Batch[Any]:
         """Resize, centre-crop, normalise each image; stack into one ``(B, 3, crop, crop)`` tensor."""
+        self._check_limits(options)
         transform = self.transform(options)
-        inputs = torch.stack([transform(_chw(im)) for im in images]).to(self.torch_device)
+        inputs = torch.stack([_fit_resize(transform, im, options.max_imgsz)(_chw(im)) for im in images])
+        inputs = inputs.to(self.torch_device)
         return Batch(images, inputs, [{} for _ in images], options)
 
     def forward(self, inputs: Any) -> Any:

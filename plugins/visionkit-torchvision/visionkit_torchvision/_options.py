@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from visionkit import BackendOptions
+from visionkit.backend import limit_option
 
 __all__ = [
     "LOAD_TIME_OPTIONS",
@@ -22,7 +23,10 @@ __all__ = [
 ]
 
 #: Options that change the network itself; per-call overrides of these are refused.
-LOAD_TIME_OPTIONS = frozenset({"arch", "categories"})
+LOAD_TIME_OPTIONS = frozenset({"arch", "categories", "trust_pickle"})
+
+#: Default of ``max_imgsz``: no side of the network input above this many pixels.
+MAX_IMGSZ = 2048
 
 
 class _TorchvisionOptions(BackendOptions):
@@ -33,6 +37,22 @@ class _TorchvisionOptions(BackendOptions):
             "the network gets len(categories) outputs (detection: include '__background__' at index 0); "
             "with torchvision weights the names replace meta['categories'] one for one."
         ),
+    )
+
+    trust_pickle: bool = Field(
+        False,
+        description=(
+            "Load time. Read a .pth that needs full unpickling (a whole pickled model, a checkpoint holding "
+            "Python objects) with torch.load(weights_only=False): only for files you trust, since unpickling "
+            "can run code. The default reads state dicts with weights_only=True and refuses anything else "
+            "with UnsafeWeightsError (CLI: --trust-pickle)."
+        ),
+    )
+    max_imgsz: int | None = limit_option(
+        MAX_IMGSZ,
+        "Largest side of the network input, in pixels: size options above it are refused; an image whose "
+        "aspect ratio would resize past it is scaled down to fit. None: unlimited.",
+        minimum=16,
     )
 
     @field_validator("categories")
@@ -56,6 +76,9 @@ class DetectionOptions(_TorchvisionOptions):
         0.5, ge=0.0, le=1.0, description="IoU above which per-class NMS drops a box."
     )
     detections_per_image: int = Field(100, ge=1, description="Keep at most this many detections per image.")
+    max_detections: int | None = limit_option(
+        300, "Largest detections_per_image accepted (masks are H x W each). None: unlimited."
+    )
     proposals: int | None = Field(
         None,
         ge=1,

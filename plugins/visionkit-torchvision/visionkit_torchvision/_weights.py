@@ -12,13 +12,16 @@ Accepted ``weights``:
   in torchvision's layout (``model.state_dict()``; training checkpoints ``{"model": state_dict, ...}``
   from torchvision's reference scripts work too).
 
-Every checkpoint is read with ``torch.load(weights_only=True)``: no pickled code runs.
+Every checkpoint is read with ``torch.load(weights_only=True)``: no pickled code runs. A file that
+needs full unpickling (a whole pickled model, a checkpoint holding Python objects) is refused with
+:class:`visionkit.UnsafeWeightsError` unless the user opts in with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -33,7 +36,7 @@ from torch import nn
 from torchvision.models import WeightsEnum, get_model, get_model_weights, list_models
 
 import visionkit
-from visionkit import BackendError, InvalidOptionError
+from visionkit import BackendError, InvalidOptionError, UnsafeWeightsError
 from visionkit.errors import close_matches
 
 __all__ = ["BuiltModel", "build_model", "check_arch", "resolve_device"]
@@ -104,11 +107,21 @@ def check_arch(arch: str | None, family: str, backend: str) -> str:
 
 
 def build_model(
-    arch: str, family: str, weights: Any, categories: tuple[str, ...] | None, backend: str
+    arch: str,
+    family: str,
+    weights: Any,
+    categories: tuple[str, ...] | None,
+    backend: str,
+    *,
+    trust_pickle: bool = False,
 ) -> BuiltModel:
     """Build ``arch`` with ``weights`` (see the module docstring); the model is returned in eval mode.
 
+    ``trust_pickle`` reads custom files with ``torch.load(weights_only=False)`` (a pickled ``nn.Module``
+    gives its ``state_dict()``); official checkpoints are always read with ``weights_only=True``.
+
     Raises:
+        UnsafeWeightsError: a custom file needs full unpickling and ``trust_pickle`` is False.
         WeightsNotFoundError: an enum's checkpoint or a file is nowhere to be found.
         InvalidOptionError: weights of another model, or ``categories`` of the wrong length.
         BackendError: the file is not a state dict, or does not fit the network.
@@ -130,7 +143,7 @@ def build_model(
         os.fspath(weights),
         hint=f"torchvision weights names for {arch}: {', '.join(enum_cls.__members__)}.",
     )
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, trust_pickle=trust_pickle)
     official = next((m for m in enum_cls if _file_name(m) == path.name), None)
     if official is not None:  # an official file passed by path: build exactly as torchvision does
         cats = _rename(categories, official, backend)
@@ -207,19 +220,43 @@ def _rename(categories: tuple[str, ...] | None, member: WeightsEnum, backend: st
     return categories
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``path`` via ``torch.load(weights_only=True)``."""
+def _read_state_dict(path: Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from ``path`` via ``torch.load(weights_only=True)`` (``weights_only=False`` if trusted)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickled code refused by weights_only, not a torch file
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle and "Unsupported global" in str(exc):
+            # weights_only met a class or function it does not allow: unpickling it could run code.
+            refused = next(
+                (
+                    ln.strip().split(" was not")[0]
+                    for ln in str(exc).splitlines()
+                    if "Unsupported global" in ln
+                ),
+                "",
+            ).removeprefix("WeightsUnpickler error: ")
+            raise UnsafeWeightsError(
+                f"Weights file {str(path)!r} is not a plain state dict: torch.load(weights_only=True) refused to "
+                f"unpickle it ({refused}), and unpickling can run code. If you trust the file, load it with "
+                "trust_pickle=True (CLI: --trust-pickle); better, re-save it with "
+                "torch.save(model.state_dict(), path)."
+            ) from exc
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise BackendError(
+            f"Could not read {str(path)!r} as a torch state dict with torch.load(weights_only={not trust_pickle}): "
+            f"{type(exc).__name__}: {first}"
+        ) from exc
+    except Exception as exc:  # corrupt file, not a torch file
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise BackendError(
             f"Could not read {str(path)!r} as a torch state dict with torch.load(weights_only=True): "
             f"{type(exc).__name__}: {first}"
         ) from exc
     for key in ("model", "state_dict"):  # training checkpoints of torchvision's reference scripts
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), (Mapping, nn.Module)):
             obj = obj[key]
+    if trust_pickle and isinstance(obj, nn.Module):  # a whole pickled model, trusted by the user
+        obj = obj.state_dict()
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise BackendError(
             f"Weights file {str(path)!r} holds a {type(obj).__name__}, but a state dict (name -> tensor, "

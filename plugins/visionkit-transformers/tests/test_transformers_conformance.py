@@ -69,6 +69,15 @@ class TestDetrPanopticInstances(InstanceSegmenterConformance):
         for got, image in zip(self.run(backend, sample_images), sample_images, strict=True):
             self.check_result(got, image)
 
+    def test_batch_of_dissimilar_images_equals_one_by_one(
+        self, backend: Any, dissimilar_images: list[np.ndarray]
+    ) -> None:
+        """DETR pads a batch and padding moves random masks across their thresholds, so the default is one
+        image per forward (``batch_size=1``): a list with default options equals one call per image."""
+        assert backend.options.batch_size == 1
+        for got, image in zip(self.run(backend, dissimilar_images), dissimilar_images, strict=True):
+            self.assert_close(got, self.run(backend, image))
+
 
 class TestViT(ClassifierConformance):
     @pytest.fixture(scope="class")

@@ -20,7 +20,9 @@ def _reference_detect(backend: object, images: list[np.ndarray], threshold: floa
     with torch.no_grad():
         outputs = model(**proc(images=images, return_tensors="pt"))
     sizes = [im.shape[:2] for im in images]
-    return proc.post_process_object_detection(outputs, threshold=threshold, target_sizes=sizes)
+    found = proc.post_process_object_detection(outputs, threshold=threshold, target_sizes=sizes)
+    # visionkit sorts detections most confident first (stable: ties keep the query order)
+    return [{k: v[torch.argsort(-r["scores"], stable=True)] for k, v in r.items()} for r in found]
 
 
 @pytest.mark.parametrize("name", ["detr", "rtdetr"])
@@ -123,7 +125,8 @@ def test_instance_parity(two_images: list[np.ndarray]) -> None:
     ref = proc.post_process_instance_segmentation(outputs, threshold=0.3, target_sizes=[image.shape[:2]])[0]
     assert len(got) == len(ref["segments_info"]) > 0
     seg = ref["segmentation"].numpy()
-    for i, info in enumerate(ref["segments_info"]):
+    # visionkit sorts instances most confident first (stable)
+    for i, info in enumerate(sorted(ref["segments_info"], key=lambda s: -float(s["score"]))):
         np.testing.assert_array_equal(got.mask[i], seg == info["id"])
         assert got.class_id[i] == info["label_id"]
         assert got.confidence[i] == pytest.approx(info["score"], abs=1e-6)

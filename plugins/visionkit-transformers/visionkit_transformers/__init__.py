@@ -1,6 +1,6 @@
 """visionkit plugin for Hugging Face ``transformers`` vision models.
 
-Registers ``detr``, ``rtdetr``, ``detr-panoptic``, ``segformer`` and ``vit``. Only import strings are
+Registers ``detr``, ``rtdetr``, ``detr-panoptic``, ``segformer``, ``sam2`` and ``vit``. Only import strings are
 registered here: ``torch`` and ``transformers`` are imported when a user calls ``visionkit.load``.
 """
 
@@ -61,6 +61,19 @@ def register_backends(register: Any) -> None:
         options=f"{_PKG}._options:SemanticOptions",
         aliases=("hf-semantic",),
         **common,
+    )
+    register(
+        "sam2",
+        f"{_PKG}._sam2:load_sam2",
+        tasks=("segment_prompt",),
+        description="SAM 2 / 2.1 (transformers Sam2Model + Sam2VideoModel): prompts on images, objects followed through videos.",
+        default_weights="facebook/sam2.1-hiera-tiny",
+        options=f"{_PKG}._sam2:Sam2Options",
+        aliases=("sam2.1",),
+        prompt_types=("point", "box", "mask"),
+        batch=False,
+        requires=_REQUIRES,
+        install=_INSTALL,
     )
     register(
         "vit",

@@ -9,13 +9,21 @@ Stages (see :class:`visionkit.Backend`)::
 A list of images runs as *one* padded batch (DETR pads to the largest resized image and masks the rest);
 every image gets its own target size, so each result is in that image's original pixels. ``forward``
 returns a plain tuple so the ONNX runtime plugin can swap it for a session (:meth:`export_spec`).
+
+Bounded work and safety: ``max_imgsz`` caps the processor's sizes, ``max_detections`` the detections
+(or instance segments) per image. An image so thin that an aspect-keeping processor would resize it
+to 0 pixels (1x1000 with DETR) is padded with its edge pixels first; results stay in its own pixels.
+Checkpoints load with ``weights_only`` unpickling and without running their code unless
+``trust_pickle`` / ``trust_remote_code`` say otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,12 +46,15 @@ from visionkit import (
     SegmentsSemantic,
     SemanticMask,
     Task,
+    UnsafeWeightsError,
     WeightsNotFoundError,
     load_image,
 )
+from visionkit.backend import check_limit
 from visionkit.export import ExportSpec
 from visionkit_transformers._labels import label_space
 from visionkit_transformers._options import (
+    LOAD_TIME_OPTIONS,
     ClassificationOptions,
     DetectionOptions,
     HFOptions,
@@ -88,6 +99,20 @@ class _Outputs(dict[str, Any]):
             return self[key]
         except KeyError:
             raise AttributeError(key) from None
+
+
+def _pad_edges(image: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """``image`` with ``pad`` = (rows, columns) of its edge pixels added at the bottom and right."""
+    if not any(pad):
+        return image
+    return np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+
+
+def _keep_best(scores: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of the ``limit`` highest ``scores``, in their original order (all when within the limit)."""
+    if limit is None or len(scores) <= limit:
+        return np.arange(len(scores))
+    return np.sort(np.argsort(-scores, kind="stable")[:limit])
 
 
 def _torch_device(device: str) -> torch.device:
@@ -150,27 +175,120 @@ class _HFBackend(Backend[Any]):
         self.id2label = self._labels(opts.id2label)
         self.label_space = label_space(self.id2label)
         self._input_names: tuple[str, ...] | None = None
+        self._check_limits(opts)  # a checkpoint's own processor sizes are held to max_imgsz too
+
+    def with_options(self, overrides: dict[str, Any]) -> Any:
+        """Load-time options with per-call ``overrides``; options that build the network are refused."""
+        fixed = sorted(k for k in overrides if k in LOAD_TIME_OPTIONS)
+        if fixed:
+            raise InvalidOptionError(
+                f"Option {fixed[0]!r} of backend {self.name!r} applies when the model is loaded: "
+                f"visionkit.load({self.name!r}, {fixed[0]}=...)."
+            )
+        return super().with_options(overrides)
+
+    def _effective_size(self, opts: HFOptions) -> dict[str, int]:
+        """The processor's ``size`` for ``opts`` (the options' sizes over the processor's own)."""
+        size = self._size_kwargs(opts).get("size") or dict(self.processor.size)
+        return {k: int(v) for k, v in size.items() if isinstance(v, int)}
+
+    def _check_limits(self, opts: HFOptions) -> None:
+        """Refuse sizes above ``max_imgsz`` with :class:`visionkit.LimitExceededError`."""
+        for key, value in self._effective_size(opts).items():
+            check_limit("max_imgsz", value, opts.max_imgsz, what=f"processor size {key}")
+
+    def _thin_padding(self, image: np.ndarray, size: dict[str, int]) -> tuple[int, int]:
+        """Rows and columns to add so an aspect-keeping resize gives no side of 0 pixels.
+
+        DETR-style processors scale the long side to ``longest_edge`` and round the short side: a 3000x2
+        image would become 160x0. The short side is padded to ``ceil(long / longest_edge) + 1``.
+        """
+        longest = size.get("longest_edge")
+        if "shortest_edge" not in size or not longest:
+            return (0, 0)  # fixed-size processors resize any shape
+        h, w = image.shape[:2]
+        need = math.ceil(max(h, w) / longest) + 1
+        return (max(0, need - h), max(0, need - w)) if min(h, w) < need else (0, 0)
 
     # -- loading --------------------------------------------------------------------------------
     def _load_checkpoint(self, path: Path) -> tuple[Any, Any]:
         cls = getattr(transformers, self.model_class)
+        opts: HFOptions = self.options
         try:
-            model = cls.from_pretrained(path, local_files_only=True)
+            # safetensors first when both exist (transformers' default); .bin only with weights_only unless trusted.
+            model = cls.from_pretrained(
+                path,
+                local_files_only=True,
+                trust_remote_code=opts.trust_remote_code,
+                weights_only=not opts.trust_pickle,
+            )
+        except pickle.UnpicklingError as exc:
+            if "Unsupported global" not in str(exc):  # corrupt, not a refusal
+                raise BackendError(f"Checkpoint {str(path)!r} cannot be read: {_first_line(exc)}") from exc
+            if opts.trust_pickle:
+                model = self._load_trusted_bin(cls, path, opts)
+                return model, self._load_processor(path, opts)
+            raise UnsafeWeightsError(
+                f"Checkpoint {str(path)!r} holds a pytorch_model.bin that is not plain tensors: "
+                f"torch.load(weights_only=True) refused to unpickle it ({_refused_global(exc)}), and unpickling "
+                "can run code. If you trust it, load with trust_pickle=True (CLI: --trust-pickle); better, "
+                "convert it to model.safetensors (model.save_pretrained(dir))."
+            ) from exc
         except ImportError as exc:  # e.g. a checkpoint whose config asks for a timm backbone
             missing = "timm" if "timm" in str(exc).lower() else str(exc)
             raise BackendUnavailableError(self.name, [missing], f"pip install {missing}") from exc
         except ValueError as exc:  # the config's model type has no class for this task
+            if "trust_remote_code" in str(exc) and not opts.trust_remote_code:
+                raise UnsafeWeightsError(
+                    f"Checkpoint {str(path)!r} needs to run Python code it ships (config.json 'auto_map') to "
+                    f"load, and backend {self.name!r} does not run checkpoint code by default. If you trust it, "
+                    "load with trust_remote_code=True."
+                ) from exc
             raise BackendError(
                 f"Checkpoint {str(path)!r} cannot be loaded as {self.model_class} by backend {self.name!r}: {exc}"
             ) from exc
+        return model, self._load_processor(path, opts)
+
+    def _load_trusted_bin(self, cls: Any, path: Path, opts: HFOptions) -> Any:
+        """The model from ``pytorch_model*.bin`` files unpickled in full (``trust_pickle=True`` only).
+
+        transformers reads ``.bin`` files with ``weights_only=True`` whatever ``from_pretrained`` is told,
+        so the trusted files are read here and their tensors handed over as a state dict.
+        """
+        from transformers.models.auto.auto_factory import _get_model_class
+
+        state: dict[str, torch.Tensor] = {}
+        for file in sorted(path.glob("pytorch_model*.bin")):
+            obj = torch.load(file, map_location="cpu", weights_only=False)
+            if isinstance(obj, torch.nn.Module):
+                obj = obj.state_dict()
+            state.update({k: v for k, v in dict(obj).items() if isinstance(v, torch.Tensor)})
+        config = transformers.AutoConfig.from_pretrained(
+            path, local_files_only=True, trust_remote_code=opts.trust_remote_code
+        )
+        return _get_model_class(config, cls._model_mapping).from_pretrained(
+            None, config=config, state_dict=state
+        )
+
+    def _load_processor(self, path: Path, opts: HFOptions) -> Any:
         if not (path / "preprocessor_config.json").is_file():
             raise WeightsNotFoundError(
                 str(path / "preprocessor_config.json"),
                 [f"{path} (has the model but no preprocessor_config.json)"],
                 "Save the image processor next to the model: `processor.save_pretrained(dir)`.",
             )
-        processor = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
-        return model, processor
+        try:
+            processor = transformers.AutoImageProcessor.from_pretrained(
+                path, local_files_only=True, trust_remote_code=opts.trust_remote_code
+            )
+        except ValueError as exc:
+            if "trust_remote_code" not in str(exc) or opts.trust_remote_code:
+                raise
+            raise UnsafeWeightsError(
+                f"Checkpoint {str(path)!r} needs to run the Python code of its image processor to load; if you "
+                "trust it, load with trust_remote_code=True."
+            ) from exc
+        return processor
 
     def _labels(self, override: dict[int, str] | None) -> dict[int, str]:
         labels = {int(k): str(v) for k, v in self.model.config.id2label.items()}
@@ -214,8 +332,12 @@ class _HFBackend(Backend[Any]):
 
     def preprocess(self, images: list[np.ndarray], options: HFOptions) -> Batch[Any]:
         """Run the checkpoint's image processor on the whole list (one padded batch)."""
+        self._check_limits(options)
+        size = self._effective_size(options)
+        pads = [self._thin_padding(im, size) for im in images]
         # visionkit hands over read-only arrays; torch.from_numpy inside the processor warns on those.
-        arrays = [im if im.flags.writeable else im.copy() for im in images]
+        arrays = [_pad_edges(im, pad) for im, pad in zip(images, pads, strict=True)]
+        arrays = [im if im.flags.writeable else im.copy() for im in arrays]
         feats = self.processor(
             images=arrays,
             return_tensors="pt",
@@ -232,7 +354,14 @@ class _HFBackend(Backend[Any]):
                 valid = (int(values.shape[-2]), int(values.shape[-1]))
             else:  # the resized image sits top-left in the padded tensor
                 valid = (int(mask[i].any(dim=1).sum()), int(mask[i].any(dim=0).sum()))
-            metas.append({"valid": valid, "padded": (int(values.shape[-2]), int(values.shape[-1]))})
+            metas.append(
+                {
+                    "valid": valid,
+                    "padded": (int(values.shape[-2]), int(values.shape[-1])),
+                    # the size results are computed at: the image's own, plus any thin-image padding
+                    "target": (int(arrays[i].shape[0]), int(arrays[i].shape[1])),
+                }
+            )
         inputs = tuple(
             feats[n].to(self.torch_device, dtype=self.dtype if n == "pixel_values" else None) for n in names
         )
@@ -299,13 +428,32 @@ class _HFBackend(Backend[Any]):
         return f"{self.name}-{h.hexdigest()[:16]}"
 
 
+def _targets(batch: Batch[Any]) -> list[tuple[int, int]]:
+    """Per image, the size its results are computed at (its own, plus any thin-image padding)."""
+    sizes = [m.get("target", im.shape[:2]) for m, im in zip(batch.metas, batch.images, strict=True)]
+    return [(int(h), int(w)) for h, w in sizes]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _refused_global(exc: BaseException) -> str:
+    """The global torch's weights-only unpickler refused, e.g. ``GLOBAL builtins.open``."""
+    for line in str(exc).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split(" was not")[0].removeprefix("WeightsUnpickler error: ")
+    return _first_line(exc)
+
+
 # -- detection -------------------------------------------------------------------------------------
 class AutoDetectionBackend(_HFBackend, Detects):
     """Any ``AutoModelForObjectDetection`` checkpoint (RT-DETR, DETR, Conditional/Deformable DETR, YOLOS ...).
 
     ``class_id`` is the checkpoint's own id; ``metadata.label_space`` is ``"coco91"`` (DETR's COCO ids with
-    gaps), ``"coco80"`` (contiguous COCO) or ``"custom"``. Detections keep transformers' order (by query,
-    stable across batch sizes); sort with ``dets[np.argsort(-dets.confidence)]`` when needed.
+    gaps), ``"coco80"`` (contiguous COCO) or ``"custom"``. Detections are sorted most confident first,
+    like every visionkit detector (ties keep transformers' query order).
     """
 
     name = "rtdetr"
@@ -319,17 +467,24 @@ class AutoDetectionBackend(_HFBackend, Detects):
     def postprocess(self, outputs: Any, batch: Batch[Any], task: Task) -> list[Any]:
         """``processor.post_process_object_detection`` with each image's own size, then visionkit types."""
         opts: DetectionOptions = batch.options
-        sizes = [(int(im.shape[0]), int(im.shape[1])) for im in batch.images]
         found = self.processor.post_process_object_detection(
-            self._outputs(outputs), threshold=opts.threshold, target_sizes=sizes
+            self._outputs(outputs), threshold=opts.threshold, target_sizes=_targets(batch)
         )
         results = []
-        for r, image, (h, w) in zip(found, batch.images, sizes, strict=True):
+        for r, image, meta in zip(found, batch.images, batch.metas, strict=True):
+            h, w = int(image.shape[0]), int(image.shape[1])
             scores = r["scores"].detach().float().cpu().numpy()
             boxes = r["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+            ids = r["labels"].detach().cpu().numpy().astype(np.int64)
+            if tuple(meta.get("target", (h, w))) != (h, w):  # thin image: drop what lies only in the padding
+                boxes = np.clip(boxes, 0, [w, h, w, h])
+                inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                scores, boxes, ids = scores[inside], boxes[inside], ids[inside]
+            keep = _keep_best(scores, opts.max_detections)
+            keep = keep[np.argsort(-scores[keep], kind="stable")]  # most confident first, ties in query order
+            scores, boxes, ids = scores[keep], boxes[keep], ids[keep]
             if opts.clip_boxes:
                 boxes = np.clip(boxes, 0, [w, h, w, h])
-            ids = r["labels"].detach().cpu().numpy().astype(np.int64)
             results.append(
                 Detections(
                     xyxy=boxes.astype(np.float32),
@@ -361,12 +516,15 @@ class SemanticBackend(_HFBackend, SegmentsSemantic):
 
     def postprocess(self, outputs: Any, batch: Batch[Any], task: Task) -> list[Any]:
         """``processor.post_process_semantic_segmentation`` at each image's own size."""
-        sizes = [(int(im.shape[0]), int(im.shape[1])) for im in batch.images]
-        maps = self.processor.post_process_semantic_segmentation(self._outputs(outputs), target_sizes=sizes)
+        maps = self.processor.post_process_semantic_segmentation(
+            self._outputs(outputs), target_sizes=_targets(batch)
+        )
         names = self.class_names
         return [
             SemanticMask(
-                label_map=m.detach().cpu().numpy().astype(np.int32), class_names=names, metadata=self.meta(im)
+                label_map=m.detach().cpu().numpy().astype(np.int32)[: im.shape[0], : im.shape[1]],
+                class_names=names,
+                metadata=self.meta(im),
             )
             for m, im in zip(maps, batch.images, strict=True)
         ]
@@ -402,11 +560,13 @@ class DetrPanopticBackend(_HFBackend, SegmentsSemantic, SegmentsInstances):
         """Semantic: ``post_process_semantic_segmentation``; instances: ``post_process_instance_segmentation``."""
         opts: PanopticOptions = batch.options
         results: list[Any] = []
-        for item, image in zip(self._per_image(outputs, batch), batch.images, strict=True):
-            size = [(int(image.shape[0]), int(image.shape[1]))]
+        targets = _targets(batch)
+        for item, image, target in zip(self._per_image(outputs, batch), batch.images, targets, strict=True):
+            size = [target]
+            h, w = int(image.shape[0]), int(image.shape[1])
             if task is Task.SEGMENT_SEMANTIC:
                 m = self.processor.post_process_semantic_segmentation(item, target_sizes=size)[0]
-                label_map = m.detach().cpu().numpy().astype(np.int32)
+                label_map = m.detach().cpu().numpy().astype(np.int32)[:h, :w]
                 results.append(
                     SemanticMask(label_map=label_map, class_names=self.class_names, metadata=self.meta(image))
                 )
@@ -418,15 +578,22 @@ class DetrPanopticBackend(_HFBackend, SegmentsSemantic, SegmentsInstances):
                 overlap_mask_area_threshold=opts.overlap_mask_area_threshold,
                 target_sizes=size,
             )[0]
-            results.append(self._instances(r, image))
+            results.append(self._instances(r, image, opts.max_detections))
         return results
 
-    def _instances(self, r: dict[str, Any], image: np.ndarray) -> InstanceMasks:
-        segments = r["segments_info"]  # transformers' segment order (by query)
+    def _instances(
+        self, r: dict[str, Any], image: np.ndarray, max_detections: int | None = None
+    ) -> InstanceMasks:
+        h, w = image.shape[:2]
+        seg = r["segmentation"].detach().cpu().numpy()[:h, :w]  # without any thin-image padding
+        segments = [s for s in r["segments_info"] if (seg == s["id"]).any()]  # transformers' order (by query)
+        segments = [
+            segments[i] for i in _keep_best(np.array([float(s["score"]) for s in segments]), max_detections)
+        ]
+        segments.sort(key=lambda s: -float(s["score"]))  # most confident first (stable: ties by query)
         if not segments:
             extra = self.meta(image).model_dump(exclude={"image_shape"})
             return InstanceMasks.empty(image.shape[:2], **extra)
-        seg = r["segmentation"].detach().cpu().numpy()
         masks = np.stack([seg == s["id"] for s in segments])
         boxes = np.zeros((len(segments), 4), np.float32)
         for i, m in enumerate(masks):  # tight pixel boxes around each mask (x2, y2 exclusive)

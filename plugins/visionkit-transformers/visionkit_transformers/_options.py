@@ -8,14 +8,20 @@ from pydantic import Field, model_validator
 from typing_extensions import Self
 
 from visionkit import BackendOptions
+from visionkit.backend import limit_option
 
 __all__ = [
+    "LOAD_TIME_OPTIONS",
     "ClassificationOptions",
     "DetectionOptions",
     "HFOptions",
     "PanopticOptions",
     "SemanticOptions",
 ]
+
+
+#: Options that build or load the network: given to ``visionkit.load`` only, refused per call.
+LOAD_TIME_OPTIONS = frozenset({"config", "id2label", "trust_pickle", "trust_remote_code"})
 
 
 class HFOptions(BackendOptions):
@@ -41,6 +47,24 @@ class HFOptions(BackendOptions):
     config: dict[str, Any] | None = Field(
         None,
         description="Only with weights=None: overrides for the tiny random-init config (e.g. {'num_labels': 3}).",
+    )
+    max_imgsz: int | None = limit_option(
+        2048,
+        "Largest image size option accepted (shortest_edge, longest_edge, each side of image_size) and largest "
+        "size a checkpoint's own processor may resize to. None: unlimited.",
+        minimum=16,
+    )
+    trust_pickle: bool = Field(
+        False,
+        description="Load time. Read a pytorch_model.bin that needs full unpickling with weights_only=False: only "
+        "for checkpoints you trust, since unpickling can run code. The default prefers model.safetensors, reads "
+        ".bin files with torch.load(weights_only=True) and refuses the rest with UnsafeWeightsError.",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Load time. Run the Python code a local checkpoint ships (config.json 'auto_map' for a model "
+        "type transformers does not know): only for checkpoints you trust. Refused with UnsafeWeightsError "
+        "otherwise.",
     )
 
     @model_validator(mode="after")
@@ -69,10 +93,19 @@ class DetectionOptions(HFOptions):
         0.5, ge=0.0, le=1.0, description="Keep detections scoring above this (transformers' default 0.5)."
     )
     clip_boxes: bool = Field(True, description="Clip boxes to the image (transformers does not clip).")
+    max_detections: int | None = limit_option(
+        300, "Most detections returned per image, highest scores kept (in query order). None: all."
+    )
 
 
 class PanopticOptions(HFOptions):
     """Options of ``detr-panoptic`` (arguments of transformers' ``post_process_instance_segmentation``)."""
+
+    # DETR pads a batch to its largest image and the padding changes the backbone's features near the
+    # edges, so a mask can differ with its batch-mates; one image per forward keeps each result its own.
+    batch_size: int = Field(
+        1, ge=1, description="Images per forward; above 1 masks may change slightly with their batch-mates."
+    )
 
     threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Keep segments whose class score is above this."
@@ -85,6 +118,9 @@ class PanopticOptions(HFOptions):
         ge=0.0,
         le=1.0,
         description="Drop a segment when less than this share of its mask survives overlap.",
+    )
+    max_detections: int | None = limit_option(
+        300, "Most instance segments returned per image, highest scores kept. None: all."
     )
 
 

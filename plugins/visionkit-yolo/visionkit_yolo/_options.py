@@ -4,17 +4,42 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from visionkit import BackendOptions
+from visionkit import BackendOptions, limit_option
 
-__all__ = ["ClassifyOptions", "DetectOptions", "SegmentOptions"]
+__all__ = ["MAX_DET_CEILING", "ClassifyOptions", "DetectOptions", "SegmentOptions"]
+
+#: No call may ask for more detections per image than this (a yolo-seg mask is H x W bytes each).
+MAX_DET_CEILING = 1000
 
 
-class DetectOptions(BackendOptions):
+class _YoloOptions(BackendOptions):
+    """Options every YOLO backend shares: safe loading and the input-size limit."""
+
+    trust_pickle: bool = Field(
+        False,
+        description="Load a .pt checkpoint as a full pickle and build a model yaml with eval(): only for files "
+        "you trust. The default loads .pt files with torch.load(weights_only=True) against ultralytics' "
+        "allow-list of model classes and builds yamls without eval, refusing anything else with "
+        "UnsafeWeightsError. Load time only (CLI: --trust-pickle).",
+    )
+    max_imgsz: int | None = limit_option(
+        2048,
+        "Largest imgsz accepted, at load or per call (a limit: compute and memory grow with imgsz squared). "
+        "None: unlimited.",
+        minimum=32,
+    )
+
+
+class DetectOptions(_YoloOptions):
     """Options of the ``yolo`` detector (also accepted per call: ``det.detect(img, conf=0.5)``)."""
 
     conf: float = Field(0.25, ge=0.0, le=1.0, description="Drop detections scoring below this confidence.")
     iou: float = Field(0.7, ge=0.0, le=1.0, description="IoU threshold of non-maximum suppression.")
-    max_det: int = Field(300, ge=1, description="Keep at most this many detections per image.")
+    max_det: int = Field(
+        300,
+        ge=1,
+        description=f"Keep at most this many detections per image (at most {MAX_DET_CEILING}).",
+    )
     classes: tuple[int, ...] | None = Field(
         None, description="Keep only these class ids (an int or a list of ints); None keeps all."
     )
@@ -31,6 +56,13 @@ class DetectOptions(BackendOptions):
         True,
         description="Pad each image only up to a multiple of the stride (fastest, as ultralytics does for one "
         "image); False letterboxes to a square imgsz x imgsz (what a fixed-shape exported graph needs).",
+    )
+    pad_batch: bool | None = Field(
+        None,
+        description="True: letterbox every image of a batch to one shape and run one forward (ultralytics' "
+        "batching; the fast path on GPUs). False: one forward per distinct letterbox shape, so every image "
+        "gives exactly what it gives alone. None: True on cuda/mps, False on CPU (exact; on a busy CPU "
+        "True measured faster, see docs/yolo.md).",
     )
 
     @field_validator("classes", mode="before")
@@ -59,7 +91,7 @@ class SegmentOptions(DetectOptions):
     )
 
 
-class ClassifyOptions(BackendOptions):
+class ClassifyOptions(_YoloOptions):
     """Options of the ``yolo-cls`` classifier."""
 
     top_k: int = Field(5, ge=1, description="Number of classes returned, most probable first.")
