@@ -250,7 +250,7 @@ def test_corrupt_array_dicts_are_refused_before_allocating() -> None:
     with pytest.raises(ValidationError, match="must hold 0 values"):
         PromptMasks.from_dict(d)
     d["logits"] = {"dtype": "O", "shape": [0, 9, 9], "data": []}
-    with pytest.raises(ValidationError, match="boolean, integer or float dtype"):
+    with pytest.raises(ValidationError, match="boolean, integer, float or unicode dtype"):
         PromptMasks.from_dict(d)
     d["logits"] = {"shape": [-1, 2], "data": []}
     with pytest.raises(ValidationError, match="non-negative integers"):

@@ -129,8 +129,10 @@ class ArraySpec:
                 dtype = np.dtype(value.get("dtype", "float64"))
             except TypeError as exc:
                 raise ValueError(f"'dtype' {value.get('dtype')!r} is not a numpy dtype ({exc})") from None
-            if dtype.kind not in "biuf":
-                raise ValueError(f"'dtype' must be a boolean, integer or float dtype, but got {dtype.str!r}")
+            if dtype.kind not in "biufU":  # numbers and text (e.g. a per-item label); never objects
+                raise ValueError(
+                    f"'dtype' must be a boolean, integer, float or unicode dtype, but got {dtype.str!r}"
+                )
             try:
                 return np.asarray(data, dtype=dtype).reshape(shape)
             except (TypeError, ValueError, OverflowError) as exc:

@@ -66,9 +66,9 @@ def test_panoptic_max_detections_keeps_the_best() -> None:
     seg = torch.tensor([[1, 1, 2, 2, 3, 3]] * 4)
     info = [{"id": i, "label_id": i, "score": s} for i, s in ((1, 0.6), (2, 0.9), (3, 0.7))]
     result = {"segmentation": seg, "segments_info": info}
-    assert pan._instances(result, image).confidence.tolist() == pytest.approx([0.6, 0.9, 0.7])
+    assert pan._instances(result, image).confidence.tolist() == pytest.approx([0.9, 0.7, 0.6])  # best first
     top = pan._instances(result, image, max_detections=2)
-    assert top.confidence.tolist() == pytest.approx([0.9, 0.7])  # the best two, in transformers' order
+    assert top.confidence.tolist() == pytest.approx([0.9, 0.7])  # the best two, best first
     assert top.mask[0, 0].tolist() == [False, False, True, True, False, False]
     with pytest.raises(LimitExceededError, match="max_detections"):
         pan.segment_instances(image, max_detections=301)
