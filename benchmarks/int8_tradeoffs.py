@@ -69,7 +69,7 @@ def _load(args: argparse.Namespace, config: str, imgsz: int) -> Any:
     import torch
 
     import visionkit
-    from visionkit.cli import parse_kv
+    from visionkit.cli._args import parse_kv
 
     torch.manual_seed(0)  # a random init must be the same network in every worker process
     cfg = CONFIGS[config]

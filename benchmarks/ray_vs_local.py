@@ -64,7 +64,7 @@ def main() -> int:
 
         from visionkit.ray import BackendLoader, predict_ray
     except ModuleNotFoundError as exc:
-        print(f"skipped: {exc.name} is not installed (pip install 'visionkit[ray]')")
+        print(f"skipped: {exc.name} is not installed (pip install 'visionkit-core[ray]')")
         return 0
 
     data = os.environ.get("VISIONKIT_DATA")

@@ -49,7 +49,7 @@ try:
 
     from visionkit.serve import ServeConfig, ServerThread, create_app, run
 except ModuleNotFoundError as _missing:  # `make bench` runs every script; this one needs the extra
-    print(f"skipped: {_missing.name} is not installed (pip install 'visionkit[serve]' httpx)")
+    print(f"skipped: {_missing.name} is not installed (pip install 'visionkit-core[serve]' httpx)")
     sys.exit(0)
 
 

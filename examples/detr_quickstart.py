@@ -18,7 +18,7 @@ Usage::
     python examples/detr_quickstart.py --random                    # tiny random model, offline (smoke test)
 
 IMAGE defaults to the COCO val2017 picture of two cats the walkthrough uses, found under VISIONKIT_DATA.
-Needs ``pip install visionkit visionkit-transformers timm`` (the official DETR checkpoints use a timm ResNet).
+Needs ``pip install visionkit-transformers`` (which brings timm: the official DETR checkpoints use a timm ResNet).
 """
 
 from __future__ import annotations

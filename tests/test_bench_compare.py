@@ -12,7 +12,7 @@ from PIL import Image
 
 pytest.importorskip("pycocotools", reason="compare evaluates COCO mAP with pycocotools")
 
-from visionkit._cli_reports import add_commands
+from visionkit.cli._reports import add_commands
 from visionkit.compare import CompareEntry, CompareReport, compare, delta_text, parse_spec
 from visionkit.errors import InvalidOptionError
 from visionkit.registry import Registry
@@ -60,6 +60,17 @@ def test_parse_spec() -> None:
         InvalidOptionError, match=r"Invalid spec 'yolo:fast': the part after ':' must be a precision"
     ):
         parse_spec("yolo:fast")
+
+
+def test_compare_with_every_row_failed_writes_no_plot(tmp_path: Path, coco: Path) -> None:
+    # README's `visionkit compare` without weights: every row errors; an empty chart is not written
+    plot = tmp_path / "tradeoff.png"
+    report = compare(
+        ["fake-detector:int8"], coco=coco, images=coco.parent / "images", registry=REGISTRY, runs=1, plot=plot
+    )
+    assert report.entries[0].error is not None
+    assert report.plot is None and not plot.exists()
+    assert any("no plot written" in n for n in report.notes)
 
 
 def test_compare_table_deltas_errors_and_plot(tmp_path: Path, coco: Path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionkit._cli_reports import add_commands
 from visionkit.bench import BenchReport, benchmark, environment
+from visionkit.cli._reports import add_commands
 from visionkit.errors import InvalidOptionError
 from visionkit.registry import Registry
 from visionkit.testing.fakes import FakeDetector, fake_plugin
@@ -76,7 +76,9 @@ def test_missing_int8_runtime_is_reported_per_configuration() -> None:
     assert fp32.error is None and fp32.latency is not None
     assert int8.latency is None
     assert "does not support precision 'int8'" in (int8.error or "")
-    assert "pip install visionkit-onnx" in (int8.error or "")
+    # The fake cannot be exported, so installing the ONNX runtime plugin would not help: no such hint.
+    assert "cannot run in another runtime" in (int8.error or "")
+    assert "pip install visionkit-onnx" not in (int8.error or "")
     assert "error: InvalidOptionError" in report.table()
 
 
@@ -173,3 +175,14 @@ def test_cli_bench_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         _cli(["bench", "fake-detector", "-O", "novalue"])
     assert "Option 'novalue' must look like KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_load_recipe_stands_for_the_load_arguments() -> None:
+    from visionkit.loading import LoadRecipe
+
+    recipe = LoadRecipe("fake-detector", weights=None, options={"conf": 0.9}, plugins=(FAKES,))
+    (result,) = benchmark(recipe, runs=1, warmup=0).results
+    assert result.error is None and result.backend == "fake-detector" and result.latency is not None
+    bad = LoadRecipe("fake-detector", options={"nope": 1}, plugins=(FAKES,))
+    (failed,) = benchmark(bad, runs=1, warmup=0).results  # the recipe's options reached load()
+    assert "Unknown option 'nope'" in (failed.error or "")

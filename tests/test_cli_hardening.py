@@ -177,7 +177,7 @@ def test_weights_none_is_random_init_in_predict_and_export(
         seen.append(kwargs.get("weights", "<not given>"))
         return real(name, **kwargs)
 
-    monkeypatch.setattr(visionkit, "load", load)
+    monkeypatch.setattr(visionkit.loading, "load", load)  # what every command's load recipe calls
     try:
         img = str(images[2])
         assert main(["predict", "fake-detector", img, "--weights", "none"]) == 0
@@ -258,7 +258,7 @@ def test_an_os_error_below_is_one_error_line(
     def load(*_: Any, **__: Any) -> Any:  # e.g. a runtime's cache directory that cannot be written
         raise PermissionError(13, "Permission denied", "/root/.cache/visionkit/onnx")
 
-    monkeypatch.setattr(visionkit, "load", load)
+    monkeypatch.setattr(visionkit.loading, "load", load)
     assert main(["predict", "fake-detector", str(images[2])]) == 2
     _one_error_line(capsys.readouterr().err, "Permission denied: '/root/.cache/visionkit/onnx'")
 
@@ -324,6 +324,8 @@ def test_unreachable_ray_cluster_is_one_error_line_quickly(
         ),
         (["predict", "fake-detector", "x.png", "--batch-size", "two"], "invalid int value: 'two'"),
         (["nosuch"], "invalid choice: 'nosuch'"),
+        # -O is checked while parsing, in every command alike
+        (["predict", "fake-detector", "x.jpg", "-O", "novalue"], "must look like KEY=VALUE"),
     ],
 )
 def test_usage_mistakes_are_one_error_line(

@@ -47,6 +47,6 @@ def test_trust_pickle_flag_in_report_and_serve_parsers() -> None:
 
     parser = build_parser()
     bench = parser.parse_args(["bench", "yolo", "--images", "x", "--trust-pickle"])
-    assert ("trust_pickle", True) in bench.options
+    assert "trust_pickle=true" in bench.option
     serve = parser.parse_args(["serve", "yolo", "--trust-pickle"])
     assert "trust_pickle=true" in serve.option

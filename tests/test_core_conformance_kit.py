@@ -191,6 +191,20 @@ class ScoresDisagree(FakeSemanticSegmenter):
         return out
 
 
+class WithScores(FakeSemanticSegmenter):
+    """The control for the two broken-scores fakes: softmax scores whose argmax is the label map."""
+
+    name = "good-scores"
+
+    def postprocess(self, outputs: Any, batch: Batch[FakeOptions], task: Task) -> list[Any]:
+        out = []
+        for r in super().postprocess(outputs, batch, task):
+            onehot = np.arange(len(r.class_names))[:, None, None] == r.label_map[None]
+            z = np.exp(onehot * 3.0)
+            out.append(r.model_copy(update={"scores": (z / z.sum(axis=0)).astype(np.float32)}))
+        return out
+
+
 class IgnoresTopK(FakeClassifier):
     """Always returns every class, whatever ``top_k`` a call asks for."""
 
@@ -216,6 +230,7 @@ BROKEN = (
     UnnormalisedScores,
     ScoresDisagree,
     IgnoresTopK,
+    WithScores,
 )
 
 
@@ -327,6 +342,10 @@ def test_the_correct_fakes_pass_the_same_checks() -> None:
     DET.test_options_class_is_the_registered_one(det)
     DET.test_thread_safe(det, images)
     CLS.test_per_call_options_are_used(visionkit.load("fake-classifier", registry=reg), images)
+    scored = load(WithScores)
+    assert scored.segment_semantic(make_test_image()).scores is not None
+    SEM.test_single_image_returns_one_result(scored, [make_test_image()])
+    SEM.test_batch_of_dissimilar_images_equals_one_by_one(scored, images)
 
 
 # -- the driver's lock makes shared scratch state safe ------------------------------------------------

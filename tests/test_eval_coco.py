@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("pycocotools", reason="COCO evaluation needs pycocotools (pip install 'visionkit[coco]')")
+pytest.importorskip(
+    "pycocotools", reason="COCO evaluation needs pycocotools (pip install 'visionkit-core[coco]')"
+)
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 

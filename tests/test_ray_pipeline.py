@@ -25,7 +25,7 @@ from visionkit.testing import fake_plugin, make_test_image
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from visionkit.ray import BackendLoader, build_dataset, predict_ray  # noqa: E402
+from visionkit.ray import BackendLoader, _translate_ray_error, build_dataset, predict_ray  # noqa: E402
 
 FAKES = ("visionkit.testing.fakes:fake_plugin",)
 N = 10
@@ -103,13 +103,20 @@ def test_parquet_directory_output(ray_session: None, images: Path, tmp_path: Pat
 
 
 def test_worker_errors_are_one_clear_error(ray_session: None, images: Path, tmp_path: Path) -> None:
-    # The precision is not checked on the driver, so it is only refused when an actor loads.
+    # load()'s own checks run on the driver (the recipe's check()): a precision the backend cannot
+    # run is refused before Ray starts ...
     loader = BackendLoader("fake-detector", weights=None, plugins=FAKES, precision="int8")
-    with pytest.raises(
-        visionkit.BackendError,
-        match=r"could not run backend 'fake-detector': InvalidOptionError: .* does not support precision 'int8'",
-    ):
+    with pytest.raises(visionkit.InvalidOptionError, match="does not support precision 'int8'"):
         predict_ray(loader, [str(images / "0*")], out=tmp_path / "x.jsonl", workers=1)
+    # ... what fails only inside an actor reaches the caller as one error naming the backend
+    wrapped = RuntimeError(
+        "ray::_Predictor.__init__() ... visionkit.errors.WeightsNotFoundError: Weights 'w.pt' not found."
+    )
+    err = _translate_ray_error(wrapped, loader)
+    assert isinstance(err, visionkit.BackendError)
+    assert str(err) == (
+        "A Ray worker could not run backend 'fake-detector': WeightsNotFoundError: Weights 'w.pt' not found."
+    )
     # ... and the output it had locked is free again
     again = BackendLoader("fake-detector", weights=None, plugins=FAKES)
     assert predict_ray(again, [str(images / "0*")], out=tmp_path / "x.jsonl", workers=1).processed >= 1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import visionkit
-from visionkit._cli_scale import add_commands, serve_settings
+from visionkit.cli._serve import add_commands, serve_settings
 
 pytest.importorskip("fastapi")
 
@@ -120,7 +120,7 @@ def test_bad_protection_flags_are_explained(argv: list[str], message: str) -> No
 
 def test_bad_port_is_one_line_before_any_load() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "visionkit._cli_scale", "serve", "no-such-model", "--port", "99999"],
+        [sys.executable, "-m", "visionkit.cli", "serve", "no-such-model", "--port", "99999"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -136,7 +136,7 @@ def test_a_port_in_use_is_reported_before_the_backends_load() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "visionkit._cli_scale", "serve", "yolo", "--port", str(port)],
+            [sys.executable, "-m", "visionkit.cli", "serve", "yolo", "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -148,7 +148,7 @@ def test_a_port_in_use_is_reported_before_the_backends_load() -> None:
 
 def test_unknown_backend_fails_before_serving() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "visionkit._cli_scale", "serve", "no-such-model", "--port", "1"],
+        [sys.executable, "-m", "visionkit.cli", "serve", "no-such-model", "--port", "1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -176,7 +176,7 @@ def test_real_yolo_server(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "visionkit._cli_scale",
+            "visionkit.cli",
             "serve",
             "yolo",
             "--weights",

@@ -10,25 +10,24 @@ import pytest
 from PIL import Image
 
 import visionkit
-from visionkit._cli_scale import add_predict_arguments, predict_stream, wants_stream
+from visionkit.cli._predict import _Run, add_commands, cmd_predict
 from visionkit.stream import read_records
 from visionkit.testing import make_test_image
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The arguments `visionkit predict` has (visionkit/cli.py) plus ours."""
+    """The real ``visionkit predict`` parser."""
     p = argparse.ArgumentParser()
-    p.add_argument("name")
-    p.add_argument("images", nargs="+")
-    for flag in ("--task", "--weights", "--json", "--save-dir"):
-        p.add_argument(flag)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("-O", "--option", action="append")
-    p.add_argument("--point", action="append")
-    p.add_argument("--box", action="append")
-    add_predict_arguments(p)
+    add_commands(p.add_subparsers(dest="command", required=True))
     return p
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    return _parser().parse_args(["predict", *argv])
+
+
+def wants_stream(args: argparse.Namespace) -> bool:
+    return _Run.from_args(args).streamed
 
 
 @pytest.fixture
@@ -41,15 +40,14 @@ def folder(tmp_path: Path) -> Path:
 
 
 def run(argv: list[str]) -> int:
-    return predict_stream(_parser().parse_args(argv))
+    return cmd_predict(_args(argv))
 
 
 def test_when_predict_streams(folder: Path) -> None:
-    p = _parser()
-    assert wants_stream(p.parse_args(["yolo", str(folder)]))
-    assert wants_stream(p.parse_args(["yolo", str(folder / "*.png")]))
-    assert wants_stream(p.parse_args(["yolo", str(folder / "a0.png"), "--out", "x.jsonl"]))
-    assert not wants_stream(p.parse_args(["yolo", str(folder / "a0.png"), str(folder / "a1.png")]))
+    assert wants_stream(_args(["yolo", str(folder)]))
+    assert wants_stream(_args(["yolo", str(folder / "*.png")]))
+    assert wants_stream(_args(["yolo", str(folder / "a0.png"), "--out", "x.jsonl"]))
+    assert not wants_stream(_args(["yolo", str(folder / "a0.png"), str(folder / "a1.png")]))
 
 
 def test_predict_folder_to_jsonl_with_options(fake_registry: Any, folder: Path, tmp_path: Path) -> None:
@@ -117,7 +115,6 @@ def test_prompt_flags_reach_segment_prompt(fake_registry: Any, folder: Path, tmp
         (["--batch-size", "0"], "--batch-size must be at least 1, but got 0"),
         (["--ray"], "--ray writes its results to --out"),
         (["--ray", "--out", "x.jsonl", "--every", "3"], "--every and prompts are local only"),
-        (["-O", "conf"], "Option 'conf' must look like KEY=VALUE"),
     ],
 )
 def test_bad_flags_are_explained(fake_registry: Any, folder: Path, argv: list[str], message: str) -> None:

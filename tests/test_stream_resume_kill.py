@@ -1,6 +1,6 @@
 """Kill a real ``predict`` subprocess mid-run, run it again: nothing lost, nothing duplicated.
 
-The subprocess runs the real CLI code path (``visionkit._cli_scale.predict_stream``) with a slowed
+The subprocess runs the real CLI code path (``visionkit.cli.main(['predict', ...])``) with a slowed
 fake detector, so the kill lands while results are being written.
 """
 
@@ -29,14 +29,14 @@ DRIVER = textwrap.dedent(
     import argparse, sys, time
     import visionkit
     from visionkit import hookimpl
-    from visionkit._cli_scale import add_predict_arguments, predict_stream
+    from visionkit.cli import main
     from visionkit.registry import Registry, reset_registry
     from visionkit.testing import FakeDetector, fake_plugin
 
     class Slow(FakeDetector):
         name = "slow-detector"
         def forward(self, inputs):
-            time.sleep(0.05)  # per batch: slow enough to be killed mid-run
+            time.sleep(0.15)  # per batch: slow enough to be killed mid-run, even on a busy machine
             return super().forward(inputs)
 
     class SlowPlugin:
@@ -45,16 +45,7 @@ DRIVER = textwrap.dedent(
             register("slow-detector", Slow, tasks=("detect",))
 
     reset_registry(Registry(entry_points=[], plugins=[fake_plugin(), SlowPlugin()], use_environment=False))
-    # the same arguments `visionkit predict` has; the lead's parser adds ours with add_predict_arguments
-    p = argparse.ArgumentParser()
-    p.add_argument("name"); p.add_argument("images", nargs="+")
-    for flag in ("--task", "--weights", "--json", "--save-dir"):
-        p.add_argument(flag)
-    p.add_argument("--device", default="cpu"); p.add_argument("--precision", default="fp32")
-    p.add_argument("-O", "--option", action="append")
-    add_predict_arguments(p)
-    args = p.parse_args(sys.argv[1:])
-    sys.exit(predict_stream(args))
+    sys.exit(main(['predict', *sys.argv[1:]]))
     """
 )
 

@@ -164,5 +164,5 @@ def test_missing_supervision_names_the_install(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.delitem(sys.modules, "supervision")
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'visionkit\[supervision\]'"):
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'visionkit-core\[supervision\]'"):
         _dets().to_supervision()

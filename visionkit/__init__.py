@@ -25,14 +25,18 @@ from visionkit.bench import benchmark
 from visionkit.errors import (
     BackendError,
     BackendUnavailableError,
+    DatasetError,
     DuplicateBackendError,
+    ExportNotSupportedError,
     InvalidImageError,
     InvalidOptionError,
     InvalidPromptError,
     LimitExceededError,
     PluginLoadError,
+    RegistrationError,
     TaskNotSupportedError,
     UnknownBackendError,
+    UnknownOptionError,
     UnsafeWeightsError,
     VisionKitError,
     WeightsNotFoundError,
@@ -40,7 +44,7 @@ from visionkit.errors import (
 from visionkit.evaluation import evaluate
 from visionkit.hookspecs import hookimpl
 from visionkit.images import ImageInput, load_image
-from visionkit.loading import DEFAULT, load
+from visionkit.loading import DEFAULT, load, set_auto_precision
 from visionkit.pipeline import DetectThenSegment, pipeline
 from visionkit.protocols import (
     Classifier,
@@ -49,6 +53,7 @@ from visionkit.protocols import (
     PromptSegmenter,
     SemanticSegmenter,
     Task,
+    TextPromptedDetector,
 )
 from visionkit.registry import BackendSpec, Registry, get_registry, list_backends
 from visionkit.results import (
@@ -62,9 +67,15 @@ from visionkit.results import (
 )
 from visionkit.sliced import sliced
 from visionkit.tracking import TrackedFrame, track
+from visionkit.tune import load_auto
 from visionkit.weights import resolve_weights
 
 __version__ = "0.1.0"
+
+# load(precision="auto") is resolved by the tune tool, which stands above the loading layer: wired here,
+# at the package root, so every `import visionkit...` has it and loading never imports a tool.
+set_auto_precision(load_auto)
+del load_auto, set_auto_precision
 
 __all__ = [
     "DEFAULT",
@@ -77,12 +88,14 @@ __all__ = [
     "Classifications",
     "Classifier",
     "Classifies",
+    "DatasetError",
     "DetectThenSegment",
     "Detection",
     "Detections",
     "Detector",
     "Detects",
     "DuplicateBackendError",
+    "ExportNotSupportedError",
     "ImageInput",
     "InstanceMasks",
     "InstanceSegmenter",
@@ -93,6 +106,7 @@ __all__ = [
     "PluginLoadError",
     "PromptMasks",
     "PromptSegmenter",
+    "RegistrationError",
     "Registry",
     "ResultMeta",
     "SegmentsInstances",
@@ -101,8 +115,10 @@ __all__ = [
     "SemanticSegmenter",
     "Task",
     "TaskNotSupportedError",
+    "TextPromptedDetector",
     "TrackedFrame",
     "UnknownBackendError",
+    "UnknownOptionError",
     "UnsafeWeightsError",
     "VisionKitError",
     "WeightsNotFoundError",

@@ -17,6 +17,15 @@ instance's :attr:`Backend.lock` around that batch's preprocess → forward → p
 backend called from several threads gives the same results as sequential calls even when the
 library underneath is not re-entrant. :attr:`Backend.thread_safe` declares that to servers.
 
+Runtimes: a runtime plugin (ONNX Runtime, OpenVINO ...) runs a backend's network stages in its own
+engine through :meth:`Backend.install_runtime` (stage name → callable, plus a report of what runs
+them); :attr:`Backend.runtime` then says what runs them (``None``: the backend's own code,
+:attr:`Backend.native_runtime`). Pre- and post-processing stay the backend's.
+
+Prompt segmentation (:class:`SegmentsPrompts`) has its own driver over two stages: *encode* (the image
+through preprocess → forward → postprocess to an embedding, cacheable) and *decode* (prompts on an
+embedding), each timed into :attr:`Backend.last_timing`.
+
 Limits: :func:`check_limit` raises :class:`~visionkit.errors.LimitExceededError` for a documented
 limit, and :func:`limit_option` declares a limit option (an upper bound that a per-call override may
 lower but never raise). The core enforces ``max_images`` (images per call); plugins add their own.
@@ -24,12 +33,14 @@ lower but never raise). The core enforces ``max_images`` (images per call); plug
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,8 +52,12 @@ from visionkit.errors import (
     unknown_option_error,
 )
 from visionkit.images import ImageInput, as_batch, load_image
+from visionkit.limits import check_limit, limit_fields, limit_option
 from visionkit.protocols import Task
-from visionkit.results import ResultMeta
+from visionkit.results import PromptMasks, ResultMeta
+
+if TYPE_CHECKING:
+    from visionkit.prompts import Prompts
 
 __all__ = [
     "Backend",
@@ -50,61 +65,19 @@ __all__ = [
     "Batch",
     "Classifies",
     "Detects",
+    "Encoded",
     "SegmentsInstances",
+    "SegmentsPrompts",
     "SegmentsSemantic",
     "check_limit",
+    "install_runtime",
     "limit_option",
     "parse_device",
     "parse_options",
 ]
 
 OptionsT = TypeVar("OptionsT", bound="BackendOptions")
-
-
-#: Marks an options field as a limit (read by :meth:`Backend.with_options` and the docs).
-LIMIT_MARK = "visionkit_limit"
-
-
-def limit_option(default: int | None, description: str, *, minimum: int = 1) -> Any:
-    """Declare an options field that is an upper bound on work per call (``max_imgsz``, ``max_prompts`` ...).
-
-    A limit is set when the backend is loaded (``load(name, max_images=64)``); a per-call override may
-    lower it but never raise it, so a server that forwards client options cannot be talked out of its
-    limits. ``None`` means unlimited. Enforce it with :func:`check_limit`.
-
-    Example::
-
-        class MyOptions(visionkit.BackendOptions):
-            max_imgsz: int | None = visionkit.limit_option(2048, "Largest accepted imgsz.")
-    """
-    return Field(default, ge=minimum, description=description, json_schema_extra={LIMIT_MARK: True})
-
-
-def limit_fields(model: type[BaseModel]) -> list[str]:
-    """Names of the fields of ``model`` declared with :func:`limit_option`."""
-    return [
-        name
-        for name, f in model.model_fields.items()
-        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get(LIMIT_MARK)
-    ]
-
-
-def check_limit(limit: str, value: float, maximum: float | None, *, what: str | None = None) -> None:
-    """Raise :class:`~visionkit.errors.LimitExceededError` when ``value`` exceeds ``maximum``.
-
-    Args:
-        limit: the option that holds the limit, e.g. ``"max_imgsz"`` (named in the error and its hint).
-        value: what the request asks for (e.g. the ``imgsz`` requested, the number of prompts).
-        maximum: the limit in force; ``None`` means unlimited.
-        what: what ``value`` measures, for the message (e.g. ``"imgsz"``, ``"points in one call"``).
-    """
-    if maximum is None or value <= maximum:
-        return
-    asked = f"Requested {what}: {value!r}. " if what else ""
-    hint = (
-        f"{asked}Send less, or load the backend with a higher limit: load(..., {limit}=N) (None: unlimited)."
-    )
-    raise LimitExceededError(limit, value, maximum, hint)
+EmbeddingT = TypeVar("EmbeddingT")
 
 
 class BackendOptions(BaseModel):
@@ -124,13 +97,16 @@ def parse_options(model: type[OptionsT], options: dict[str, Any], backend: str) 
         return model.model_validate(options)
     except ValidationError as exc:
         valid = list(model.model_fields)
-        problems = []
+        problems, keys = [], []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "?"
             if err["type"] == "extra_forbidden":
                 raise unknown_option_error(backend, key, valid) from None
             problems.append(f"{key}={err.get('input')!r}: {err['msg']}")
-        raise InvalidOptionError(f"Invalid option for backend {backend!r}: {'; '.join(problems)}.") from None
+            keys.append(key)
+        raise InvalidOptionError(
+            f"Invalid option for backend {backend!r}: {'; '.join(problems)}.", key=keys[0] if keys else None
+        ) from None
 
 
 _DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
@@ -145,7 +121,8 @@ def parse_device(device: str | None) -> str:
     if isinstance(device, (bool, int)):
         raise InvalidOptionError(
             f"Invalid device {device!r} ({type(device).__name__}); pass a string: 'cuda:{int(device)}' "
-            "for that GPU, or 'cpu'."
+            "for that GPU, or 'cpu'.",
+            key="device",
         )
     if device is not None and not isinstance(device, str):
         if type(device).__module__ == "torch" and type(device).__name__ == "device":
@@ -153,12 +130,13 @@ def parse_device(device: str | None) -> str:
         else:
             raise InvalidOptionError(
                 f"Invalid device {device!r} of type {type(device).__name__}; expected a string such as "
-                "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'."
+                "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.",
+                key="device",
             )
     dev = (device or "cpu").strip().lower()
     if not _DEVICE.match(dev):
         raise InvalidOptionError(
-            f"Invalid device {device!r}; expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'."
+            f"Invalid device {device!r}; expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.", key="device"
         )
     return dev
 
@@ -200,6 +178,21 @@ class Backend(Generic[OptionsT]):
     #: with :attr:`lock`); a backend whose own driver cannot promise it sets False, and a server then
     #: serialises calls to it (or loads one instance per worker).
     thread_safe: ClassVar[bool] = True
+    #: What runs the network stages while no runtime is installed (``"torch"`` for torch backends).
+    native_runtime: ClassVar[str] = "native"
+
+    #: The registration (a :class:`visionkit.BackendSpec`) this backend was loaded under, set by
+    #: :func:`visionkit.load`; ``None`` when the class was built directly.
+    # Typed loosely so the contract does not import the discovery layer above it.
+    spec: Any = None
+    #: What runs the network stages: ``None`` while the backend's own code does (see
+    #: :attr:`native_runtime`), else the report of the runtime installed by :meth:`install_runtime`
+    #: (at least ``name`` and ``precision``; ONNX Runtime adds ``model_path``, ``stages`` ...).
+    #: ``load(precision="auto")`` sets it for a native pick too, with the decision under ``"auto"``.
+    runtime: dict[str, Any] | None = None
+    #: Milliseconds spent in each stage by the last call (``preprocess``, ``forward``, ``postprocess``;
+    #: prompt segmenters add ``embed_total``, ``decode``, ``cache_hit``).
+    last_timing: dict[str, float]
 
     def __init__(
         self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
@@ -208,8 +201,7 @@ class Backend(Generic[OptionsT]):
         self.device = parse_device(device)
         self.precision = precision
         self.options: OptionsT = parse_options(self.Options, options, self.name)  # type: ignore[assignment]
-        #: Milliseconds spent in each stage by the last call (``preprocess``, ``forward``, ``postprocess``).
-        self.last_timing: dict[str, float] = {}
+        self.last_timing = {}
         self._vk_lock: threading.RLock = threading.RLock()
 
     # -- threads, copies and pickles --------------------------------------------------------------
@@ -256,6 +248,85 @@ class Backend(Generic[OptionsT]):
     def postprocess(self, outputs: Any, batch: Batch[OptionsT], task: Task) -> list[Any]:
         """Turn raw outputs into one result per image of ``batch``, for ``task``."""
         raise NotImplementedError
+
+    # -- the runtime slot -------------------------------------------------------------------------
+    @property
+    def runtime_name(self) -> str:
+        """What runs the network stages now: the installed runtime's name, else :attr:`native_runtime`."""
+        return str(self.runtime["name"]) if self.runtime else self.native_runtime
+
+    def install_runtime(self, runtime: Mapping[str, Any], stages: Mapping[str, Callable[[Any], Any]]) -> None:
+        """Run ``stages`` (stage name → callable) in place of the backend's own network stages.
+
+        A stage is a method that takes the network's inputs as one argument and returns its raw
+        outputs (``forward``; a backend with several networks names more, e.g. SAM's
+        ``decoder_forward``: see :attr:`visionkit.export.ExportSpec.stage`). Pre- and post-processing
+        stay the backend's. Installed under :attr:`lock`, so no call sees half a swap.
+
+        Args:
+            runtime: what now runs them, kept as :attr:`runtime`: ``name`` and ``precision`` (required;
+                :attr:`precision` becomes the latter), plus anything the runtime reports.
+            stages: the replacements, e.g. ``{"forward": session_forward}``.
+
+        Raises:
+            InvalidOptionError: ``runtime`` lacks ``name``/``precision``, no stage is given, a stage is not
+                a method of this backend, or a replacement is not callable.
+        """
+        missing = [k for k in ("name", "precision") if not runtime.get(k)]
+        if missing:
+            raise InvalidOptionError(
+                f"A runtime for backend {self.name!r} must report {' and '.join(missing)}, but got keys "
+                f"{sorted(runtime)}.",
+                key=missing[0],
+            )
+        if not stages:
+            raise InvalidOptionError(f"install_runtime on backend {self.name!r} got no stage to replace.")
+        for stage, fn in stages.items():
+            self._check_stage(stage)
+            if not callable(fn):
+                raise InvalidOptionError(
+                    f"The runtime for stage {stage!r} of backend {self.name!r} must be callable, but got "
+                    f"{type(fn).__name__}.",
+                    key=stage,
+                )
+        with self.lock:
+            for stage, fn in stages.items():
+                # an instance attribute shadows the class's method: every caller of self.<stage> gets it
+                self.__dict__[stage] = fn
+            self.runtime = dict(runtime)
+            self.precision = str(runtime["precision"])
+
+    def native_stage(self, stage: str) -> Callable[[Any], Any]:
+        """The backend's own implementation of ``stage`` (bound), whatever runtime is installed."""
+        self._check_stage(stage)
+        fn: Callable[[Any], Any] = getattr(type(self), stage).__get__(self, type(self))
+        return fn
+
+    @contextlib.contextmanager
+    def stage_replaced(self, stage: str, fn: Callable[[Any], Any]) -> Iterator[None]:
+        """Run ``stage`` with ``fn`` inside the block, then restore what ran before (accuracy gates).
+
+        Not for a backend other threads are calling: they would see ``fn`` too.
+        """
+        self._check_stage(stage)
+        missing = object()
+        saved = self.__dict__.get(stage, missing)
+        self.__dict__[stage] = fn
+        try:
+            yield
+        finally:
+            if saved is missing:
+                self.__dict__.pop(stage, None)
+            else:
+                self.__dict__[stage] = saved
+
+    def _check_stage(self, stage: str) -> None:
+        if not callable(getattr(type(self), stage, None)) or stage.startswith("_"):
+            raise InvalidOptionError(
+                f"Backend {self.name!r} has no network stage {stage!r} to replace; a stage is a public "
+                "method taking the network's inputs (e.g. 'forward').",
+                key=stage,
+            )
 
     # -- helpers for subclasses -----------------------------------------------------------------
     def meta(self, image: np.ndarray, **extra: Any) -> ResultMeta:
@@ -310,20 +381,33 @@ class Backend(Generic[OptionsT]):
         step = max(1, int(getattr(opts, "batch_size", 1)))
         for start in range(0, len(inputs), step):
             arrays = [load_image(x) for x in inputs[start : start + step]]
-            with self.lock:
-                t0 = time.perf_counter()
-                batch = self.preprocess(arrays, opts)
-                t1 = time.perf_counter()
-                raw = self.forward(batch.inputs)
-                t2 = time.perf_counter()
-                results.extend(self.postprocess(raw, batch, task))
-                t3 = time.perf_counter()
-            timing["preprocess"] += (t1 - t0) * 1e3
-            timing["forward"] += (t2 - t1) * 1e3
-            timing["postprocess"] += (t3 - t2) * 1e3
+            out, ms = self.run_stages(arrays, opts, task)
+            results.extend(out)
+            for stage, value in ms.items():
+                timing[stage] += value
         with self.lock:
             self.last_timing = timing
         return results[0] if single else results
+
+    def run_stages(
+        self, images: list[np.ndarray], options: OptionsT, task: Task, **preprocess_args: Any
+    ) -> tuple[list[Any], dict[str, float]]:
+        """preprocess → forward → postprocess on one batch of decoded images, under :attr:`lock`.
+
+        Returns the results and the milliseconds of each stage. :meth:`predict` calls it per batch; a
+        driver of its own (a prompt segmenter's encoder) calls it too. ``preprocess_args`` go to
+        :meth:`preprocess` (e.g. content hashes the caller already has).
+        """
+        with self.lock:
+            t0 = time.perf_counter()
+            batch = self.preprocess(images, options, **preprocess_args)
+            t1 = time.perf_counter()
+            raw = self.forward(batch.inputs)
+            t2 = time.perf_counter()
+            results = self.postprocess(raw, batch, task)
+            t3 = time.perf_counter()
+        ms = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return results, ms
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} tasks={[t.value for t in self.tasks]} device={self.device!r}>"
@@ -360,3 +444,134 @@ class SegmentsInstances:
     def segment_instances(self, images: Any, **options: Any) -> Any:
         """Detections with masks at the input resolution, per image."""
         return self.predict(images, Task.SEGMENT_INSTANCES, **options)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Encoded(Generic[EmbeddingT]):
+    """An image through a prompt segmenter's encoder: what :meth:`SegmentsPrompts.encode_image` returns.
+
+    Attributes:
+        embedding: the backend's embedding of the image (what its ``decode`` reads).
+        image_shape: ``(height, width)`` of the original image (prompts are checked against it).
+        cached: the embedding was reused (a cache hit, or an embedding handed in by the caller).
+        timing: milliseconds of the encoder stages that ran for this call (``preprocess``, ``forward``);
+            empty when ``cached``.
+    """
+
+    embedding: EmbeddingT
+    image_shape: tuple[int, int]
+    cached: bool = False
+    timing: Mapping[str, float] = field(default_factory=dict)
+
+    def reused(self) -> Encoded[EmbeddingT]:
+        """The same embedding, marked as reused (no encoder time spent on this call)."""
+        return dataclasses.replace(self, cached=True, timing={})
+
+
+class SegmentsPrompts:
+    """Adds :meth:`segment_prompt` (the :class:`~visionkit.PromptSegmenter` protocol) to a :class:`Backend`.
+
+    The driver, in two stages with one embedding between them::
+
+        image    → encode_image  → Encoded (embedding; preprocess → forward → postprocess, cacheable)
+        prompts  → parse_prompts → visionkit.prompts.Prompts, checked against the image
+        Encoded, Prompts → decode → raw decoder outputs                          (under the lock)
+        raw      → prompt_result → PromptMasks                                   (under the lock)
+
+    ``last_timing`` gets ``preprocess`` and ``forward`` (the encoder; 0 when the embedding was reused),
+    ``embed_total`` (getting the embedding, cache included), ``decode``, ``postprocess`` (building the
+    result) and ``cache_hit`` (1.0 or 0.0). Implement the four hooks; :meth:`encode_stages` runs a
+    backend's three stages as the encoder.
+    """
+
+    def encode_image(self, image: Any) -> Encoded[Any]:
+        """The image's embedding (from the encoder, a cache, or a handle the caller passed as ``image``)."""
+        raise NotImplementedError
+
+    def parse_prompts(
+        self,
+        encoded: Encoded[Any],
+        *,
+        points: Any,
+        labels: Any,
+        boxes: Any,
+        mask_input: Any,
+        multimask_output: bool | None,
+    ) -> Prompts:
+        """Check and batch the prompts for this image (usually :func:`visionkit.prompts.parse_prompts`)."""
+        raise NotImplementedError
+
+    def decode(self, embedding: Any, prompts: Prompts) -> Any:
+        """The prompt decoder on ``embedding`` for every prompt (the backend's raw outputs)."""
+        raise NotImplementedError
+
+    def prompt_result(self, encoded: Encoded[Any], prompts: Prompts, raw: Any) -> PromptMasks:
+        """Turn the decoder's raw outputs into masks at the original image's resolution."""
+        raise NotImplementedError
+
+    def encode_stages(
+        self, image: np.ndarray, task: Task = Task.SEGMENT_PROMPT, **preprocess_args: Any
+    ) -> Encoded[Any]:
+        """Run the backend's preprocess → forward → postprocess on one image as the encoder, timed."""
+        backend: Backend[Any] = self  # type: ignore[assignment]
+        results, ms = backend.run_stages([image], backend.options, task, **preprocess_args)
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        return Encoded(results[0], shape, timing={"preprocess": ms["preprocess"], "forward": ms["forward"]})
+
+    def segment_prompt(
+        self,
+        image: Any,
+        *,
+        points: Any = None,
+        labels: Any = None,
+        boxes: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool | None = None,
+    ) -> PromptMasks:
+        """Segment what points, boxes and/or a previous mask point at (see the backend's own docs).
+
+        Raises:
+            InvalidPromptError: malformed prompts. LimitExceededError: more points or prompts than allowed.
+            InvalidImageError: the image cannot be read.
+        """
+        backend: Backend[Any] = self  # type: ignore[assignment]
+        t0 = time.perf_counter()
+        encoded = self.encode_image(image)
+        t1 = time.perf_counter()
+        prompts = self.parse_prompts(
+            encoded,
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+        )
+        with backend.lock:
+            t2 = time.perf_counter()
+            raw = self.decode(encoded.embedding, prompts)
+            t3 = time.perf_counter()
+            result = self.prompt_result(encoded, prompts, raw)
+            t4 = time.perf_counter()
+            backend.last_timing = {
+                "preprocess": 0.0 if encoded.cached else float(encoded.timing.get("preprocess", 0.0)),
+                "forward": 0.0 if encoded.cached else float(encoded.timing.get("forward", 0.0)),
+                "embed_total": (t1 - t0) * 1e3,
+                "decode": (t3 - t2) * 1e3,
+                "postprocess": (t4 - t3) * 1e3,
+                "cache_hit": float(encoded.cached),
+            }
+        return result
+
+
+def install_runtime(
+    backend: Any, runtime: Mapping[str, Any], stages: Mapping[str, Callable[[Any], Any]]
+) -> None:
+    """:meth:`Backend.install_runtime` for any backend: duck-typed ones (not :class:`Backend` subclasses)
+    get the stages as attributes, ``runtime`` and ``precision`` set the same way."""
+    if isinstance(backend, Backend):
+        backend.install_runtime(runtime, stages)
+        return
+    for stage, fn in stages.items():
+        setattr(backend, stage, fn)
+    backend.runtime = dict(runtime)
+    backend.precision = str(runtime["precision"])

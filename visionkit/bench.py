@@ -29,7 +29,6 @@ Ctrl-C returns the configurations finished so far (``interrupted=True``).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.metadata as md
 import itertools
 import json
@@ -39,17 +38,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from visionkit.errors import InvalidOptionError, TaskNotSupportedError
-from visionkit.evaluation import SCHEMA_VERSION, option_fields, progress, resolve_backend
+from visionkit._tools import SCHEMA_VERSION, option_fields, progress, synthetic_image, version
+from visionkit.errors import InvalidOptionError
 from visionkit.images import load_image
-from visionkit.loading import DEFAULT
+from visionkit.loading import DEFAULT, LoadRecipe, registry_with, resolve, resolve_task
 from visionkit.protocols import Task
 from visionkit.registry import Registry
 
@@ -320,7 +319,7 @@ def _cpu_flags() -> list[str]:
     return []
 
 
-def _physical_cores() -> int | None:
+def physical_cores() -> int | None:
     try:
         import psutil
     except ModuleNotFoundError:
@@ -329,9 +328,7 @@ def _physical_cores() -> int | None:
 
 
 def _versions() -> dict[str, str]:
-    import visionkit
-
-    out = {"visionkit": visionkit.__version__, "numpy": np.__version__}
+    out = {"visionkit": version(), "numpy": np.__version__}
     for dist in ("torch", "onnxruntime", "ultralytics", "transformers"):
         # Installed versions, read from metadata: importing torch just to print its version is slow.
         with contextlib.suppress(md.PackageNotFoundError):
@@ -347,7 +344,7 @@ def environment(threads: int | None = None) -> Environment:
         machine=platform.machine(),
         processor=_cpu_model() or platform.processor(),
         cpu_count=os.cpu_count(),
-        physical_cores=_physical_cores(),
+        physical_cores=physical_cores(),
         cpu_flags=_cpu_flags(),
         threads=threads,
         versions=_versions(),
@@ -476,32 +473,7 @@ def _model_file(backend: Any, depth: int = 0) -> Path | None:
 
 
 # -- one configuration --------------------------------------------------------------------------------
-def _synthetic_image(height: int, width: int) -> np.ndarray:
-    """A deterministic RGB image: soft noise plus three saturated rectangles (something to find)."""
-    rng = np.random.default_rng(0)
-    img = rng.integers(70, 110, size=(height, width, 3), dtype=np.uint8)
-    h, w = height, width
-    img[h // 8 : h // 2, w // 10 : w // 3] = (220, 30, 30)
-    img[h // 3 : h * 3 // 4, w // 2 : w * 4 // 5] = (30, 210, 40)
-    img[h * 2 // 3 : h - 4, w // 6 : w // 2] = (20, 40, 230)
-    return img
-
-
-def _pick_task(backend: Any, task: str | Task | None) -> Task:
-    tasks = tuple(getattr(backend, "tasks", ()))
-    name = getattr(backend, "name", type(backend).__name__)
-    if task is not None:
-        t = Task.parse(task)
-        if t not in tasks:
-            raise TaskNotSupportedError(name, t.value, [x.value for x in tasks])
-        return t
-    for t in VERBS:
-        if t in tasks and hasattr(backend, VERBS[t]):
-            return t
-    raise TaskNotSupportedError(name, "detect", [x.value for x in tasks])
-
-
-def _load_with_imgsz(cfg: Mapping[str, Any], registry: Registry | None) -> tuple[Any, str, str | None]:
+def load_sized_config(cfg: Mapping[str, Any], registry: Registry | None) -> tuple[Any, str, str | None]:
     """Load the backend, handing ``imgsz`` to the first size option it accepts and ``threads`` to its runtime."""
     rt_opts = dict(cfg.get("runtime_options") or {})
     if cfg.get("threads") and "threads" not in rt_opts:
@@ -509,7 +481,7 @@ def _load_with_imgsz(cfg: Mapping[str, Any], registry: Registry | None) -> tuple
         try:
             return _load_sized(cfg, registry, {**rt_opts, "threads": int(cfg["threads"])})
         except InvalidOptionError as exc:
-            if "Unknown option 'threads'" not in str(exc):  # only visionkit-onnx is known to take it
+            if exc.key != "threads":  # a runtime that takes no thread count: load without one
                 raise
     return _load_sized(cfg, registry, rt_opts)
 
@@ -529,13 +501,13 @@ def _load_sized(
     if imgsz is not None and not any(k in options for k in IMGSZ_OPTIONS):
         for key in IMGSZ_OPTIONS:
             try:
-                bk, name, _ = resolve_backend(cfg["backend"], options={**options, key: imgsz}, **kw)
+                bk, name, _ = resolve(cfg["backend"], options={**options, key: imgsz}, **kw)
             except InvalidOptionError as exc:
-                if f"Unknown option {key!r}" in str(exc):
+                if exc.key == key:  # not this backend's name for the input size: try the next
                     continue
                 raise
             return bk, name, key
-    bk, name, _ = resolve_backend(cfg["backend"], options=options, **kw)
+    bk, name, _ = resolve(cfg["backend"], options=options, **kw)
     return bk, name, None
 
 
@@ -554,9 +526,9 @@ def _run_config(
     baseline = _rss_mb()
     try:
         if backend is None:
-            bk, name, imgsz_key = _load_with_imgsz(cfg, registry)
+            bk, name, imgsz_key = load_sized_config(cfg, registry)
         else:
-            bk, name, _ = resolve_backend(
+            bk, name, _ = resolve(
                 backend, registry=None, weights=None, device="cpu", precision="fp32", options=None
             )
             imgsz_key = None
@@ -579,12 +551,12 @@ def _run_config(
             if threads:
                 torch.set_num_threads(int(threads))
             torch_threads = int(torch.get_num_threads())
-        task = _pick_task(bk, cfg.get("task"))
+        task = resolve_task(bk, cfg.get("task"))
         if cfg.get("images"):
             pool = [load_image(p) for p in cfg["images"]]
         else:
             size = int(cfg.get("imgsz") or 0)
-            pool = [_synthetic_image(size or 480, size or 640)]
+            pool = [synthetic_image(size or 480, size or 640)]
         batch = int(cfg["batch"])
         inputs = [pool[i % len(pool)] for i in range(batch)]
         call = _caller(bk, task, inputs)
@@ -659,30 +631,6 @@ def _caller(bk: Any, task: Task, inputs: list[np.ndarray]) -> Any:
 
 
 # -- subprocess isolation ------------------------------------------------------------------------------
-def _import_object(spec: str) -> Any:
-    """``"module:attr"`` → the object (``"module"`` → the module); a callable is called (plugin factories)."""
-    module, _, attr = spec.partition(":")
-    if not module:
-        raise InvalidOptionError(
-            f"Plugin import string {spec!r} must look like 'package.module[:attribute]'."
-        )
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidOptionError(f"Cannot import plugin {spec!r}: {type(exc).__name__}: {exc}") from exc
-    plugin_like = hasattr(obj, "register_backends") or hasattr(obj, "register_runtimes")
-    return obj() if callable(obj) and not plugin_like else obj
-
-
-def registry_with(plugins: Sequence[str]) -> Registry | None:
-    """The installed plugins plus ``plugins`` (import strings); ``None`` (the default registry) when empty."""
-    if not plugins:
-        return None
-    return Registry(plugins=[_import_object(p) for p in plugins])
-
-
 def _worker_main(argv: Sequence[str]) -> int:
     """Subprocess entry: read a config JSON, measure it, write a BenchResult JSON."""
     cfg_path, out_path = argv
@@ -692,7 +640,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _merge(results: Sequence[BenchResult]) -> BenchResult:
+def merge_rounds(results: Sequence[BenchResult]) -> BenchResult:
     """One result from the rounds of one configuration: pooled samples, worst-case memory."""
     if len(results) == 1:
         return results[0]
@@ -802,7 +750,8 @@ def benchmark(
     """Measure a backend over every combination of ``precision`` × ``imgsz`` × ``batch``.
 
     Args:
-        backend: a backend name (loaded per configuration) or a loaded backend (only its own precision).
+        backend: a backend name or :class:`~visionkit.loading.LoadRecipe` (loaded per configuration), or
+            a loaded backend (only its own precision).
         imgsz: model input size(s), passed to the backend's ``imgsz``-like option when it has one; the
             synthetic test image is ``imgsz × imgsz`` (480 × 640 when not given).
         precision: precision(s) for :func:`visionkit.load` (``"int8"`` needs a runtime plugin).
@@ -827,23 +776,22 @@ def benchmark(
     Returns:
         A :class:`BenchReport`; configurations that failed carry ``error`` instead of numbers.
     """
+    if isinstance(backend, LoadRecipe):  # its fields stand for the load arguments
+        recipe = backend
+        backend, weights, device, precision = recipe.name, recipe.weights, recipe.device, recipe.precision
+        options = {**recipe.options, **(options or {})}
+        runtime_options = {**recipe.runtime_options, **(runtime_options or {})}
+        task = task if task is not None else recipe.task
+        if recipe.plugins and registry is None:
+            registry = recipe.registry()
     if runs < 1 or warmup < 0:
         raise InvalidOptionError(f"runs must be >= 1 and warmup >= 0, but got runs={runs}, warmup={warmup}.")
-    sizes = [None if s is None else int(s) for s in _as_list(imgsz, None)]
-    precisions = [str(p) for p in _as_list(precision, "fp32")]
-    batches = [int(b) for b in _as_list(batch, 1)]
-    if any(b < 1 for b in batches) or any(s is not None and s < 1 for s in sizes):
-        raise InvalidOptionError(f"batch and imgsz must be >= 1, but got batch={batches}, imgsz={sizes}.")
+    if rounds < 1:
+        raise InvalidOptionError(f"rounds must be >= 1, but got {rounds}.")
     by_name = isinstance(backend, str)
-    can_isolate = by_name and registry is None
-    if isolate is None:
-        isolate = can_isolate
-    elif isolate and not can_isolate:
-        raise InvalidOptionError(
-            "isolate=True needs a backend name and installed plugins (or plugins=['module:attr']); a loaded "
-            "backend or a Registry object cannot be handed to a subprocess."
-        )
+    isolate = _isolation(isolate, by_name and registry is None)
     notes: list[str] = []
+    precisions = [str(p) for p in _as_list(precision, "fp32")]
     if not by_name:
         own = str(getattr(backend, "precision", "fp32"))
         if precisions != [own]:
@@ -856,44 +804,81 @@ def benchmark(
             "ran in this process: peak RSS is the process's peak so far, not of each configuration alone"
         )
     if threads is None and isolate:
-        threads = _physical_cores()
-    reg = registry if registry is not None else registry_with(plugins)
+        threads = physical_cores()
+    base = {
+        "backend": backend if by_name else getattr(backend, "name", type(backend).__name__),
+        "runs": runs,
+        "warmup": warmup,
+        "task": None if task is None else Task.parse(task).value,
+        "images": [str(x) for x in images] if images else None,
+        "device": device,
+        "weights": None if weights is None else str(weights),
+        "options": dict(options or {}),
+        "runtime_options": dict(runtime_options or {}),
+        "threads": threads,
+        "plugins": list(plugins),
+    }
+    configs = _sweep(base, precisions, imgsz, batch)
     env = environment(threads)
-    configs = [
-        {
-            "backend": backend if by_name else getattr(backend, "name", type(backend).__name__),
-            "precision": p,
-            "imgsz": s,
-            "batch": b,
-            "runs": runs,
-            "warmup": warmup,
-            "task": None if task is None else Task.parse(task).value,
-            "images": [str(x) for x in images] if images else None,
-            "device": device,
-            "weights": None if weights is None else str(weights),
-            "options": dict(options or {}),
-            "runtime_options": dict(runtime_options or {}),
-            "threads": threads,
-            "plugins": list(plugins),
-        }
+    reg = registry if registry is not None else registry_with(plugins)
+
+    def run_one(cfg: dict[str, Any]) -> BenchResult:
+        if isolate:
+            return _run_isolated(cfg, timeout)
+        return _run_config(cfg, registry=reg, backend=None if by_name else backend)
+
+    per_config, interrupted = _interleaved(configs, rounds, run_one, progress_bar)
+    results = [merge_rounds(rs) for rs in per_config if rs]
+    return BenchReport(environment=env, results=results, interrupted=interrupted, notes=notes)
+
+
+def _isolation(isolate: bool | None, can_isolate: bool) -> bool:
+    """Whether configurations run in fresh subprocesses (default: whenever they can)."""
+    if isolate is None:
+        return can_isolate
+    if isolate and not can_isolate:
+        raise InvalidOptionError(
+            "isolate=True needs a backend name and installed plugins (or plugins=['module:attr']); a loaded "
+            "backend or a Registry object cannot be handed to a subprocess."
+        )
+    return isolate
+
+
+def _sweep(
+    base: Mapping[str, Any],
+    precisions: Sequence[str],
+    imgsz: int | Sequence[int] | None,
+    batch: int | Sequence[int],
+) -> list[dict[str, Any]]:
+    """One configuration per precision x imgsz x batch, checked."""
+    sizes = [None if s is None else int(s) for s in _as_list(imgsz, None)]
+    batches = [int(b) for b in _as_list(batch, 1)]
+    if any(b < 1 for b in batches) or any(s is not None and s < 1 for s in sizes):
+        raise InvalidOptionError(f"batch and imgsz must be >= 1, but got batch={batches}, imgsz={sizes}.")
+    return [
+        {**base, "precision": p, "imgsz": s, "batch": b}
         for p, s, b in itertools.product(precisions, sizes, batches)
     ]
-    if rounds < 1:
-        raise InvalidOptionError(f"rounds must be >= 1, but got {rounds}.")
+
+
+def _interleaved(
+    configs: Sequence[dict[str, Any]],
+    rounds: int,
+    run_one: Callable[[dict[str, Any]], BenchResult],
+    progress_bar: bool | None,
+) -> tuple[list[list[BenchResult]], bool]:
+    """Every configuration ``rounds`` times, round-robin; ``(results per configuration, interrupted)``.
+
+    Round-robin, so slow drifts of a shared machine hit every configuration alike. Ctrl-C after the
+    first result stops early with what was measured.
+    """
     per_config: list[list[BenchResult]] = [[] for _ in configs]
-    # Round-robin over configurations: slow drifts of a shared machine hit every configuration alike.
     schedule = [i for _ in range(rounds) for i in range(len(configs))]
-    interrupted = False
     try:
         for i in progress(schedule, total=len(schedule), desc="bench", enabled=progress_bar):
-            cfg = configs[i]
-            if isolate:
-                per_config[i].append(_run_isolated(cfg, timeout))
-            else:
-                per_config[i].append(_run_config(cfg, registry=reg, backend=None if by_name else backend))
+            per_config[i].append(run_one(configs[i]))
     except KeyboardInterrupt:
         if not any(per_config):
             raise
-        interrupted = True
-    results = [_merge(rs) for rs in per_config if rs]
-    return BenchReport(environment=env, results=results, interrupted=interrupted, notes=notes)
+        return per_config, True
+    return per_config, False

@@ -4,7 +4,7 @@ Label spaces: a model's ``class_id`` is in its own space (YOLO: contiguous 0-79;
 layout). COCO category ids are matched **by class name** against the dataset's ``categories`` (the
 official COCO names are what both YOLO and DETR checkpoints carry), unless an explicit
 ``class_to_category`` mapping is given. Masks are RLE-encoded with pycocotools' ``mask.encode`` (never a
-hand-written RLE). Requires ``pip install visionkit[coco]``.
+hand-written RLE). Requires ``pip install 'visionkit-core[coco]'``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from visionkit.errors import BackendUnavailableError, VisionKitError
+from visionkit.errors import BackendUnavailableError, DatasetError
 from visionkit.results import Detections, InstanceMasks, ResultMeta
 
 __all__ = ["category_map", "from_coco_results", "to_coco_results"]
@@ -24,7 +24,7 @@ def _mask_utils() -> Any:
     try:
         from pycocotools import mask as mask_utils
     except ModuleNotFoundError as exc:
-        raise BackendUnavailableError("coco", ["pycocotools"], "pip install 'visionkit[coco]'") from exc
+        raise BackendUnavailableError("coco", ["pycocotools"], "pip install 'visionkit-core[coco]'") from exc
     return mask_utils
 
 
@@ -43,7 +43,7 @@ def category_map(class_names: Iterable[str], categories: Sequence[Mapping[str, A
     out = {n: by_name[_norm(n)] for n in names if _norm(n) in by_name}
     if names and not out:
         sample = ", ".join(sorted(names)[:5])
-        raise VisionKitError(
+        raise DatasetError(
             f"None of the model's class names ({sample} ...) match the dataset's categories; pass "
             "class_to_category={model_class_name_or_id: category_id} explicitly."
         )

@@ -31,30 +31,30 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visionkit._tools import SCHEMA_VERSION
 from visionkit.bench import (
     BenchResult,
     Environment,
-    _load_with_imgsz,
-    _merge,
     benchmark,
     environment,
-    registry_with,
+    load_sized_config,
+    merge_rounds,
+    physical_cores,
 )
 from visionkit.errors import BackendUnavailableError, InvalidOptionError
 from visionkit.evaluation import (
     COCO_MAX_DETS,
     COCO_SCORE_THRESHOLD,
-    SCHEMA_VERSION,
     DetectionReport,
     evaluate_coco,
     load_coco,
 )
-from visionkit.loading import DEFAULT
+from visionkit.loading import DEFAULT, registry_with
 from visionkit.registry import Registry
 
 __all__ = ["CompareEntry", "CompareReport", "compare", "delta_text", "parse_spec", "plot_tradeoff"]
 
-_PRECISION = re.compile(r"^(fp|bf|int|uint)\d+$")
+_PRECISION = re.compile(r"^((fp|bf|int|uint)\d+|auto)$")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -253,9 +253,7 @@ def compare(
     )
     lookup = registry if registry is not None else registry_with(plugins)
     if threads is None and isolate is not False and registry is None:
-        from visionkit.bench import _physical_cores
-
-        threads = _physical_cores()
+        threads = physical_cores()
     entries: list[CompareEntry] = []
     shared: dict[str, Any] = {
         "device": device,
@@ -314,7 +312,7 @@ def compare(
         interrupted = True
     for i, results in runs_of.items():
         if results:
-            entries[i] = _with_bench(entries[i], _merge(results))
+            entries[i] = _with_bench(entries[i], merge_rounds(results))
     base = next((e for e in entries if not e.error), None)
     if base is not None:
         entries = [
@@ -336,7 +334,10 @@ def compare(
         notes=notes,
     )
     if plot is not None:
-        report = report.model_copy(update={"plot": str(plot_tradeoff(report, plot))})
+        if any(e.ap is not None and e.latency_ms is not None for e in entries):
+            report = report.model_copy(update={"plot": str(plot_tradeoff(report, plot))})
+        else:  # an empty chart would look like a result: say why there is none instead
+            report.notes.append(f"no plot written to {os.fspath(plot)}: no row has both an AP and a latency")
     return report
 
 
@@ -360,7 +361,7 @@ def _evaluate_one(
         "imgsz": cfg["imgsz"],
     }
     try:
-        backend, canonical, _ = _load_with_imgsz(cfg, registry)
+        backend, canonical, _ = load_sized_config(cfg, registry)
         head["backend"] = canonical
         ev = evaluate_coco(
             backend,

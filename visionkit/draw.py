@@ -133,18 +133,49 @@ def _font(lw: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _label(
-    draw: ImageDraw.ImageDraw, text: str, xy: tuple[float, float], color: tuple[int, int, int], lw: int = 1
-) -> None:
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    xy: tuple[float, float],
+    color: tuple[int, int, int],
+    lw: int = 1,
+    *,
+    above: bool = True,
+    height: float | None = None,
+) -> tuple[float, float, float, float]:
+    """A filled label with ``text``; above ``xy`` (a box's corner) when it fits, else below it.
+
+    ``above=False`` always draws it below ``xy``; ``height`` fixes its height (legend rows). Returns the
+    label's ``(x0, y0, x1, y1)``.
+    """
     font = _font(lw)
     x, y = xy
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     x = max(0, min(x, draw.im.size[0] - (right - left + 4)))  # keep labels of edge boxes on the image
-    th = bottom - top + 4
-    y0 = y - th if y - th >= 0 else y
-    draw.rectangle((x, y0, x + right - left + 4, y0 + th), fill=color)
+    th = height if height is not None else bottom - top + 4
+    y0 = y - th if above and y - th >= 0 else y
+    box = (x, y0, x + right - left + 4, y0 + th)
+    draw.rectangle(box, fill=color)
     draw.text((x + 2, y0 + 1), text, fill=(255, 255, 255), font=font)
+    return box
+
+
+# The legend lists at most this many classes, then a grey row counting the others.
+_LEGEND_ROWS = 10
+_LEGEND_MORE = (96, 96, 96)
 
 
 def _legend(draw: ImageDraw.ImageDraw, items: list[tuple[str, tuple[int, int, int]]], lw: int) -> None:
-    for row, (text, color) in enumerate(items[:10]):
-        _label(draw, text, (4, 4 + row * (max(11, lw * 6) + 6)), color, lw)
+    """Rows of one height in the top-left corner, each below the previous one, so none overlaps another.
+
+    (Labels used to be placed like box labels, above their anchor once there was room, so from the second
+    row on each one covered most of the row before it.)
+    """
+    rows = items[:_LEGEND_ROWS]
+    if len(items) > _LEGEND_ROWS:
+        rows.append((f"+{len(items) - _LEGEND_ROWS} more", _LEGEND_MORE))
+    # the tallest glyphs (ascender to descender) decide the row height, the same for every row
+    _, top, _, bottom = draw.textbbox((0, 0), "Hgjy|", font=_font(lw))
+    height = bottom - top + 4
+    y: float = 4
+    for text, color in rows:
+        y = _label(draw, text, (4, y), color, lw, above=False, height=height)[3] + 2

@@ -7,9 +7,13 @@ Hierarchy::
     ├── DuplicateBackendError                  two plugins registered the same name
     ├── BackendUnavailableError (ImportError)  a backend's optional dependency is missing
     ├── PluginLoadError                        a plugin failed to import or register (reported, not raised by load)
+    ├── RegistrationError (ValueError)         a plugin called ``register(...)`` wrongly (the cause of a PluginLoadError)
     ├── TaskNotSupportedError                  the backend does not do the requested task
-    ├── InvalidOptionError (ValueError)        unknown or invalid backend option / precision / device
+    ├── InvalidOptionError (ValueError)        unknown or invalid backend option / precision / device (.key, .valid)
+    │   ├── UnknownOptionError                 an option name the backend (or runtime) does not know
     │   └── LimitExceededError                 a request exceeds a documented limit (size, prompts, body ...)
+    ├── ExportNotSupportedError                the backend cannot hand its network to another runtime
+    ├── DatasetError                           an evaluation dataset (folder, annotations, masks) is unusable
     ├── WeightsNotFoundError (FileNotFoundError) nothing found where weights were looked for
     ├── InvalidImageError (ValueError)         an input that is not a usable image
     ├── InvalidPromptError (ValueError)        a prompt (points, boxes, masks) that cannot be used
@@ -23,21 +27,27 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "DatasetError",
     "DuplicateBackendError",
+    "ExportNotSupportedError",
     "InvalidImageError",
     "InvalidOptionError",
     "InvalidPromptError",
     "LimitExceededError",
     "PluginLoadError",
+    "RegistrationError",
     "TaskNotSupportedError",
     "UnknownBackendError",
+    "UnknownOptionError",
     "UnsafeWeightsError",
     "VisionKitError",
     "WeightsNotFoundError",
+    "close_matches",
 ]
 
 
@@ -99,6 +109,21 @@ class PluginLoadError(VisionKitError):
         super().__init__(f"Plugin {plugin!r}{where} failed to load: {type(cause).__name__}: {cause}")
 
 
+class RegistrationError(VisionKitError, ValueError):
+    """A plugin's ``register(...)`` call or its hooks are malformed: a bug in the plugin, not the user's setup.
+
+    The registry reports it as the ``cause`` of a :class:`PluginLoadError` for that plugin.
+
+    Attributes:
+        backend: the backend (or runtime) name being registered, when known.
+        key: the offending keyword (``"categories"``, ``"factory"`` ...), when there is one.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None, key: str | None = None) -> None:
+        self.backend, self.key = backend, key
+        super().__init__(message)
+
+
 class TaskNotSupportedError(VisionKitError):
     """The backend was asked for a task it does not perform."""
 
@@ -111,14 +136,31 @@ class TaskNotSupportedError(VisionKitError):
 
 
 class InvalidOptionError(VisionKitError, ValueError):
-    """An option passed to a backend is unknown or has an invalid value."""
+    """An option passed to a backend is unknown or has an invalid value.
+
+    Attributes:
+        key: the offending option (``"threads"``, ``"device"`` ...) when one is known, else ``None``;
+            callers branch on it instead of parsing the message.
+        valid: the accepted option names (for an unknown option) or values, sorted; empty when not listed.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, valid: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+        self.valid: list[str] = sorted(valid)
 
 
-def unknown_option_error(backend: str, key: str, valid: Sequence[str]) -> InvalidOptionError:
-    """Build the error for an option name a backend does not know."""
+class UnknownOptionError(InvalidOptionError):
+    """An option name the backend (or runtime) does not know; ``.key`` is the name, ``.valid`` the known ones."""
+
+
+def unknown_option_error(backend: str, key: str, valid: Sequence[str]) -> UnknownOptionError:
+    """Build the error for an option name a backend does not know (``.key`` is the name, ``.valid`` the known ones)."""
     listing = ", ".join(sorted(valid)) or "(this backend takes no options)"
-    return InvalidOptionError(
-        f"Unknown option {key!r} for backend {backend!r}.{_did_you_mean(key, valid)} Valid options: {listing}."
+    return UnknownOptionError(
+        f"Unknown option {key!r} for backend {backend!r}.{_did_you_mean(key, valid)} Valid options: {listing}.",
+        key=key,
+        valid=valid,
     )
 
 
@@ -132,9 +174,32 @@ class LimitExceededError(InvalidOptionError):
     """
 
     def __init__(self, limit: str, value: float, maximum: float, hint: str | None = None) -> None:
-        self.limit, self.value, self.maximum = limit, value, maximum
         msg = f"{limit}={value!r} exceeds the limit of {maximum!r}."
-        super().__init__(msg + (f" {hint}" if hint else ""))
+        super().__init__(msg + (f" {hint}" if hint else ""), key=limit)
+        self.limit, self.value, self.maximum = limit, value, maximum
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled across processes (Ray, multiprocessing): rebuild from the fields, not the message
+        return (_rebuild_limit, (self.limit, self.value, self.maximum, str(self)))
+
+
+def _rebuild_limit(limit: str, value: float, maximum: float, message: str) -> LimitExceededError:
+    err = LimitExceededError.__new__(LimitExceededError)
+    InvalidOptionError.__init__(err, message, key=limit)
+    err.limit, err.value, err.maximum = limit, value, maximum
+    return err
+
+
+class ExportNotSupportedError(VisionKitError):
+    """The backend cannot hand its network to another runtime (no ``export_spec()``, or not at this precision).
+
+    Also importable from :mod:`visionkit.export`, where it was first defined.
+    """
+
+
+class DatasetError(VisionKitError):
+    """An evaluation dataset cannot be used: a missing folder, an unreadable annotation file, masks that
+    do not match their images, labels outside the model's classes."""
 
 
 class WeightsNotFoundError(VisionKitError, FileNotFoundError):

@@ -27,57 +27,59 @@ import copy
 import io
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from visionkit._tools import SCHEMA_VERSION, option_fields, progress
 from visionkit.coco import category_map, to_coco_results
 from visionkit.errors import (
     BackendUnavailableError,
+    DatasetError,
     InvalidOptionError,
     TaskNotSupportedError,
     VisionKitError,
 )
-from visionkit.loading import DEFAULT, load
-from visionkit.protocols import Task
+from visionkit.images import list_images
+from visionkit.loading import DEFAULT, resolve
+from visionkit.protocols import Task, TextPromptedDetector
 from visionkit.registry import Registry
 from visionkit.results import Classifications, Detections, SemanticMask
 
 __all__ = [
     "COCO_MAX_DETS",
     "COCO_SCORE_THRESHOLD",
+    "SCORE_OPTIONS",
     "COCOMetrics",
     "ClassificationReport",
     "DetectionReport",
     "EvalReport",
     "EvalSettings",
     "SegmentationReport",
+    "coco_metrics",
+    "confusion_matrix",
     "evaluate",
     "evaluate_coco",
     "evaluate_imagefolder",
     "evaluate_semantic",
+    "iou_from_confusion",
+    "load_coco",
 ]
 
 #: Score threshold for COCO mAP (COCO practice: keep nearly everything, let the PR curve decide).
 COCO_SCORE_THRESHOLD = 0.001
 #: Detections kept per image for COCO mAP (the COCO detection challenge limit).
 COCO_MAX_DETS = 100
-#: Schema version of every report's JSON; bumped when a field changes meaning or is removed.
-SCHEMA_VERSION = 1
 
 # Option names backends use for the same knob (ultralytics, transformers, torchvision, the fakes).
 SCORE_OPTIONS = ("conf", "score_threshold", "threshold", "box_threshold", "confidence", "conf_threshold")
 MAX_DET_OPTIONS = ("max_det", "max_dets", "max_detections", "detections_per_img", "max_detections_per_image")
 TOP_K_OPTIONS = ("top_k", "topk")
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
-)
 
 T = TypeVar("T")
 
@@ -295,60 +297,6 @@ def _fmt(v: float | None) -> str:
 
 
 # -- helpers shared with bench / compare ----------------------------------------------------------
-def progress(items: Iterable[T], *, total: int | None, desc: str, enabled: bool | None) -> Iterable[T]:
-    """Wrap ``items`` in a tqdm bar on stderr (when tqdm is installed and enabled, default: stderr is a tty)."""
-    on = sys.stderr.isatty() if enabled is None else enabled
-    if not on:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ModuleNotFoundError:
-        return items
-    return tqdm(items, total=total, desc=desc, unit="img", leave=False, file=sys.stderr)
-
-
-def resolve_backend(
-    backend: Any,
-    *,
-    registry: Registry | None,
-    weights: Any,
-    device: str,
-    precision: str,
-    options: Mapping[str, Any] | None,
-    task: Task | None = None,
-    runtime_options: Mapping[str, Any] | None = None,
-) -> tuple[Any, str, str]:
-    """A loaded backend, its canonical name and precision, from a name or an already-loaded backend.
-
-    With ``task``, a backend that does not implement that task's protocol raises
-    :class:`TaskNotSupportedError`.
-    """
-    if isinstance(backend, str):
-        bk = load(
-            backend,
-            task=task,
-            weights=weights,
-            device=device,
-            precision=precision,
-            registry=registry,
-            runtime_options=dict(runtime_options) if runtime_options else None,
-            **dict(options or {}),
-        )
-    else:
-        bk = backend
-    spec = getattr(bk, "spec", None)
-    name = getattr(spec, "name", None) or getattr(bk, "name", None) or type(bk).__name__
-    if task is not None and not isinstance(bk, task.protocol):
-        raise TaskNotSupportedError(str(name), task.value, [t.value for t in getattr(bk, "tasks", ())])
-    return bk, str(name), str(getattr(bk, "precision", precision) or precision)
-
-
-def option_fields(backend: Any) -> dict[str, Any]:
-    """The backend's option names → pydantic field info (empty when it has no typed options)."""
-    opts = getattr(backend, "options", None)
-    return dict(getattr(type(opts), "model_fields", {})) if isinstance(opts, BaseModel) else {}
-
-
 def _valid_overrides(backend: Any, overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Drop overrides the backend's options model rejects (e.g. a bounded field); say which and why."""
     checker = getattr(backend, "with_options", None)
@@ -366,10 +314,6 @@ def _valid_overrides(backend: Any, overrides: dict[str, Any]) -> tuple[dict[str,
 
 def _pick(fields: Mapping[str, Any], names: Sequence[str]) -> str | None:
     return next((n for n in names if n in fields), None)
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -414,7 +358,7 @@ def _run_batches(
 def _need_dir(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if not p.is_dir():
-        raise VisionKitError(f"{what} {str(p)!r} is not a directory; expected a folder of images.")
+        raise DatasetError(f"{what} {str(p)!r} is not a directory; expected a folder of images.")
     return p
 
 
@@ -424,7 +368,7 @@ def _pycocotools() -> tuple[Any, Any]:
         from pycocotools.cocoeval import COCOeval
     except ModuleNotFoundError as exc:
         raise BackendUnavailableError(
-            "coco evaluation", ["pycocotools"], "pip install 'visionkit[coco]'"
+            "coco evaluation", ["pycocotools"], "pip install 'visionkit-core[coco]'"
         ) from exc
     return COCO, COCOeval
 
@@ -435,18 +379,18 @@ def load_coco(annotations: str | os.PathLike[str]) -> Any:
     COCO, _ = _pycocotools()
     path = Path(annotations)
     if not path.is_file():
-        raise VisionKitError(f"COCO annotation file {str(path)!r} does not exist.")
+        raise DatasetError(f"COCO annotation file {str(path)!r} does not exist.")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(str(path))
     except (ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise VisionKitError(
+        raise DatasetError(
             f"{str(path)!r} is not a COCO instances file ({type(exc).__name__}: {exc}); expected JSON with "
             "'images', 'annotations' and 'categories'."
         ) from exc
     for key in ("images", "annotations", "categories"):
         if key not in gt.dataset:
-            raise VisionKitError(f"{str(path)!r} is not a COCO instances file: it has no {key!r} list.")
+            raise DatasetError(f"{str(path)!r} is not a COCO instances file: it has no {key!r} list.")
     return gt
 
 
@@ -540,7 +484,7 @@ def evaluate_coco(
     """COCO mAP of a detector / instance segmenter; see :func:`evaluate` for the arguments."""
     gt = load_coco(annotations)
     img_dir = _need_dir(images, "Images directory")
-    bk, name, prec = resolve_backend(
+    bk, name, prec = resolve(
         backend,
         registry=registry,
         weights=weights,
@@ -549,88 +493,44 @@ def evaluate_coco(
         options=options if isinstance(backend, str) else None,
         runtime_options=runtime_options,
     )
-    tasks = tuple(getattr(bk, "tasks", ()))
-    can_segm = Task.SEGMENT_INSTANCES in tasks and hasattr(bk, "segment_instances")
-    if segm and not can_segm:
-        raise TaskNotSupportedError(name, Task.SEGMENT_INSTANCES.value, [t.value for t in tasks])
-    with_segm = can_segm if segm is None else segm
-    types: list[Literal["bbox", "segm"]] = ["bbox", "segm"] if with_segm else ["bbox"]
-    if with_segm:
-        verb = bk.segment_instances
-    elif hasattr(bk, "detect") and Task.DETECT in tasks:
-        verb = bk.detect
-    else:
-        raise TaskNotSupportedError(name, Task.DETECT.value, [t.value for t in tasks])
-
-    records_img = sorted(gt.dataset["images"], key=lambda r: int(r["id"]))
-    if limit is not None:
-        records_img = records_img[: max(0, int(limit))]
-    missing = [r["file_name"] for r in records_img if not (img_dir / r["file_name"]).is_file()]
-    if missing:
-        raise VisionKitError(
-            f"{len(missing)} of {len(records_img)} images listed in {str(annotations)!r} are not in "
-            f"{str(img_dir)!r} (first: {missing[:3]!r}); pass the folder holding the dataset's file_name paths."
-        )
+    verb, types = _coco_verb(bk, name, segm)
+    records_img = _coco_images(gt, img_dir, limit, annotations)
     categories = gt.dataset["categories"]
     user_opts = dict(options or {})  # also for a name: its load-time options must not be overridden
     overrides, notes = _coco_overrides(bk, score_threshold, max_dets, user_opts)
-
-    mapping: dict[str, int] = {}
-    unmatched: set[str] = set()
+    overrides, notes = _text_prompts(bk, categories, user_opts, overrides, notes)
     if class_to_category is None:
         spec_cats = getattr(getattr(bk, "spec", None), "categories", None)
         if isinstance(spec_cats, tuple) and spec_cats:
             category_map(spec_cats, categories)  # fail before the loop when the label spaces cannot meet
-
-    records: list[dict[str, Any]] = []
-    done: list[int] = []
-    shape_mismatch = 0
-
-    def consume(chunk: Sequence[dict[str, Any]], results: list[Detections]) -> None:
-        nonlocal shape_mismatch
-        kept = []
-        for rec, res in zip(chunk, results, strict=True):
-            if tuple(res.image_shape) != (int(rec["height"]), int(rec["width"])):
-                shape_mismatch += 1
-            if len(res) > max_dets:
-                res = res[np.argsort(-res.confidence, kind="stable")[:max_dets]]
-            kept.append(res)
-        if class_to_category is None:
-            for cname in {n for r in kept for n in r.class_name} - mapping.keys() - unmatched:
-                try:
-                    mapping.update(category_map([cname], categories))
-                except VisionKitError:
-                    unmatched.add(cname)
-        source = class_to_category if class_to_category is not None else mapping
-        lookup: dict[str | int, int] = {k: v for k, v in source.items()}
-        records.extend(to_coco_results(kept, [int(r["id"]) for r in chunk], class_to_category=lookup))
-        done.extend(int(r["id"]) for r in chunk)
-
+    collect = _CocoCollector(categories, class_to_category, max_dets)
     interrupted, seconds = _run_batches(
         verb,
         records_img,
         lambda r: str(img_dir / r["file_name"]),
-        consume,
+        collect,
         overrides=overrides,
         batch_size=_batch_size(bk),
         desc=f"eval {name}",
         progress_bar=progress_bar,
-        has_results=lambda: bool(done),
+        has_results=lambda: bool(collect.done),
     )
-    if class_to_category is None and unmatched and not mapping:
-        category_map(sorted(unmatched), categories)  # raises the "no class name matches" error
-    if shape_mismatch:
+    if class_to_category is None and collect.unmatched and not collect.mapping:
+        category_map(sorted(collect.unmatched), categories)  # raises the "no class name matches" error
+    if collect.shape_mismatch:
         notes.append(
-            f"{shape_mismatch} images decoded at a size other than the annotation's width/height "
+            f"{collect.shape_mismatch} images decoded at a size other than the annotation's width/height "
             "(EXIF rotation?); their boxes may not line up with the ground truth"
         )
     if results_path is not None:
-        Path(results_path).write_text(json.dumps(records))
-    metrics = {t: coco_metrics(gt, records, t, image_ids=done, max_dets=max_dets) for t in types}
+        Path(results_path).write_text(json.dumps(collect.records))
+    metrics = {
+        t: coco_metrics(gt, collect.records, t, image_ids=collect.done, max_dets=max_dets) for t in types
+    }
     return DetectionReport(
         backend=name,
         precision=prec,
-        num_images=len(done),
+        num_images=len(collect.done),
         seconds=seconds,
         interrupted=interrupted,
         notes=notes,
@@ -641,10 +541,93 @@ def evaluate_coco(
         ),
         bbox=metrics["bbox"],
         segm=metrics.get("segm"),
-        class_mapping={str(k): int(v) for k, v in (class_to_category or mapping).items()},
-        unmatched_classes=sorted(unmatched),
-        num_detections=len(records),
+        class_mapping={str(k): int(v) for k, v in (class_to_category or collect.mapping).items()},
+        unmatched_classes=sorted(collect.unmatched),
+        num_detections=len(collect.records),
     )
+
+
+def _coco_verb(
+    bk: Any, name: str, segm: bool | None
+) -> tuple[Callable[..., Any], list[Literal["bbox", "segm"]]]:
+    """The verb to call and the IoU types to score: masks too when the backend segments instances."""
+    tasks = tuple(getattr(bk, "tasks", ()))
+    can_segm = Task.SEGMENT_INSTANCES in tasks and hasattr(bk, "segment_instances")
+    if segm and not can_segm:
+        raise TaskNotSupportedError(name, Task.SEGMENT_INSTANCES.value, [t.value for t in tasks])
+    if can_segm if segm is None else segm:
+        return bk.segment_instances, ["bbox", "segm"]
+    if hasattr(bk, "detect") and Task.DETECT in tasks:
+        return bk.detect, ["bbox"]
+    raise TaskNotSupportedError(name, Task.DETECT.value, [t.value for t in tasks])
+
+
+def _coco_images(gt: Any, img_dir: Path, limit: int | None, annotations: Any) -> list[dict[str, Any]]:
+    """The dataset's image records in id order (the first ``limit``), every file checked to exist."""
+    records_img = sorted(gt.dataset["images"], key=lambda r: int(r["id"]))
+    if limit is not None:
+        records_img = records_img[: max(0, int(limit))]
+    missing = [r["file_name"] for r in records_img if not (img_dir / r["file_name"]).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(records_img)} images listed in {str(annotations)!r} are not in "
+            f"{str(img_dir)!r} (first: {missing[:3]!r}); pass the folder holding the dataset's file_name paths."
+        )
+    return records_img
+
+
+def _text_prompts(
+    bk: Any,
+    categories: Sequence[Mapping[str, Any]],
+    user: Mapping[str, Any],
+    overrides: dict[str, Any],
+    notes: list[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """An open-vocabulary detector is asked for the dataset's own class names (its prompts)."""
+    own = getattr(getattr(bk, "options", None), "classes", None)
+    if not isinstance(bk, TextPromptedDetector) or "classes" in user or own:
+        return overrides, notes
+    names = [str(c["name"]) for c in sorted(categories, key=lambda c: int(c["id"]))]
+    return {**overrides, "classes": names}, [
+        *notes,
+        f"classes: the dataset's {len(categories)} category names were the text prompts",
+    ]
+
+
+class _CocoCollector:
+    """Turns each batch's results into COCO result records, mapping class names to category ids."""
+
+    def __init__(
+        self,
+        categories: Sequence[Mapping[str, Any]],
+        class_to_category: Mapping[str | int, int] | None,
+        max_dets: int,
+    ) -> None:
+        self.categories, self.class_to_category, self.max_dets = categories, class_to_category, max_dets
+        self.mapping: dict[str, int] = {}
+        self.unmatched: set[str] = set()
+        self.records: list[dict[str, Any]] = []
+        self.done: list[int] = []
+        self.shape_mismatch = 0
+
+    def __call__(self, chunk: Sequence[dict[str, Any]], results: list[Detections]) -> None:
+        kept = []
+        for rec, res in zip(chunk, results, strict=True):
+            if tuple(res.image_shape) != (int(rec["height"]), int(rec["width"])):
+                self.shape_mismatch += 1
+            if len(res) > self.max_dets:
+                res = res[np.argsort(-res.confidence, kind="stable")[: self.max_dets]]
+            kept.append(res)
+        if self.class_to_category is None:
+            for cname in {n for r in kept for n in r.class_name} - self.mapping.keys() - self.unmatched:
+                try:
+                    self.mapping.update(category_map([cname], self.categories))
+                except VisionKitError:
+                    self.unmatched.add(cname)
+        source = self.class_to_category if self.class_to_category is not None else self.mapping
+        lookup: dict[str | int, int] = dict(source.items())
+        self.records.extend(to_coco_results(kept, [int(r["id"]) for r in chunk], class_to_category=lookup))
+        self.done.extend(int(r["id"]) for r in chunk)
 
 
 # -- ImageFolder classification ---------------------------------------------------------------------
@@ -669,14 +652,14 @@ def evaluate_imagefolder(
     """Top-1 / top-5 accuracy over ``root/<class name>/<image>``; see :func:`evaluate`."""
     folder = _need_dir(root, "ImageFolder root")
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    samples = [(img, d.name) for d in class_dirs for img in _image_files(d)]
+    samples = [(img, d.name) for d in class_dirs for img in list_images(d)]
     if not samples:
-        raise VisionKitError(
+        raise DatasetError(
             f"No images found under {str(folder)!r}; expected an ImageFolder layout root/<class name>/<image>.jpg."
         )
     if limit is not None:
         samples = samples[: max(0, int(limit))]
-    bk, name, prec = resolve_backend(
+    bk, name, prec = resolve(
         backend,
         registry=registry,
         weights=weights,
@@ -704,7 +687,7 @@ def evaluate_imagefolder(
         names = {_norm(k) for k in known}
         unknown = sorted(d for d, t in targets.items() if isinstance(t, str) and _norm(t) not in names)
         if len(unknown) == len(targets):
-            raise VisionKitError(
+            raise DatasetError(
                 f"None of the class directories ({', '.join(unknown[:5])} ...) name a class of backend {name!r} "
                 f"(e.g. {', '.join(sorted(known)[:5])}); pass label_map={{directory: class_name}}."
             )
@@ -776,7 +759,7 @@ def confusion_matrix(
     bad = (g < 0) | (g >= num_classes)
     if bad.any():
         vals = np.unique(g[bad])[:5].tolist()
-        raise VisionKitError(
+        raise DatasetError(
             f"Ground-truth mask has label values {vals} outside the model's {num_classes} classes "
             f"[0, {num_classes}) and not the ignore index {ignore_index!r}; pass ignore_index= or num_classes=."
         )
@@ -800,7 +783,7 @@ def _read_mask(path: Path) -> np.ndarray:
         # Palette PNGs (Pascal VOC) hold class indices; asarray of a "P" image returns them, not colours.
         arr = np.asarray(im)
     if arr.ndim != 2:
-        raise VisionKitError(
+        raise DatasetError(
             f"Mask {str(path)!r} has shape {arr.shape}; expected a single-channel (H, W) label image "
             "(8/16-bit grayscale or palette PNG of class indices)."
         )
@@ -826,11 +809,11 @@ def evaluate_semantic(
     """mIoU from one dataset-wide confusion matrix; see :func:`evaluate`."""
     img_dir = _need_dir(images, "Images directory")
     mask_dir = _need_dir(masks, "Masks directory")
-    files = _image_files(img_dir)
-    mask_by_stem = {p.stem: p for p in _image_files(mask_dir)}
+    files = list_images(img_dir)
+    mask_by_stem = {p.stem: p for p in list_images(mask_dir)}
     pairs = [(f, mask_by_stem[f.stem]) for f in files if f.stem in mask_by_stem]
     if not pairs:
-        raise VisionKitError(
+        raise DatasetError(
             f"No image in {str(img_dir)!r} has a mask with the same file stem in {str(mask_dir)!r} "
             f"({len(files)} images, {len(mask_by_stem)} masks)."
         )
@@ -839,7 +822,7 @@ def evaluate_semantic(
         notes.append(f"{len(files) - len(pairs)} images have no mask and were skipped")
     if limit is not None:
         pairs = pairs[: max(0, int(limit))]
-    bk, name, prec = resolve_backend(
+    bk, name, prec = resolve(
         backend,
         registry=registry,
         weights=weights,
@@ -861,11 +844,11 @@ def evaluate_semantic(
                 class_names = res.class_names
                 n = num_classes or len(class_names)
                 if not n:
-                    raise VisionKitError(f"Backend {name!r} returned no class_names; pass num_classes=.")
+                    raise DatasetError(f"Backend {name!r} returned no class_names; pass num_classes=.")
                 cm = np.zeros((n, n), np.int64)
             gt = _read_mask(mpath)
             if gt.shape != res.label_map.shape:
-                raise VisionKitError(
+                raise DatasetError(
                     f"Mask {str(mpath)!r} has shape {gt.shape} but its image has shape {res.label_map.shape}; "
                     "masks must be at the image's resolution."
                 )

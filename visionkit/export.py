@@ -1,14 +1,18 @@
 """The export interface: how a backend hands its network to another runtime (ONNX Runtime, ...).
 
 A backend that implements :class:`Exportable` gets fp32/int8 runtimes from any runtime plugin for
-free: the runtime exports ``ExportSpec.module`` with ``ExportSpec.example_inputs``, then replaces the
-backend's ``forward`` with its own session. Pre- and post-processing stay the backend's, so results
+free: the runtime exports ``ExportSpec.module`` with ``ExportSpec.example_inputs``, then installs its
+own session as the backend's ``forward`` (:meth:`visionkit.Backend.install_runtime`). Pre- and post-processing stay the backend's, so results
 keep the same types and coordinates. ``postprocess`` must therefore accept the runtime's outputs in
 the same structure as ``module(*example_inputs)`` returns (runtimes convert them back to torch tensors).
 
 A backend made of several networks (SAM: a heavy image encoder and a light prompt decoder) also
 implements ``export_specs()``, one spec per network; each spec names the ``stage`` (the backend
 method taking the network's inputs as one argument) that the runtime replaces.
+
+``export_spec()`` is a query: it must not change how the backend preprocesses, runs or postprocesses
+(a runtime that needs the backend to behave differently says so through the spec, never by a side
+effect of asking for it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from visionkit.errors import VisionKitError
+from visionkit.errors import ExportNotSupportedError
 
 __all__ = [
     "ExportNotSupportedError",
@@ -26,10 +30,6 @@ __all__ = [
     "export_specs_of",
     "tensors_fingerprint",
 ]
-
-
-class ExportNotSupportedError(VisionKitError):
-    """The backend cannot hand its network to another runtime."""
 
 
 @dataclass

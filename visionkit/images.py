@@ -23,7 +23,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visionkit.errors import InvalidImageError
 
-__all__ = ["ImageInput", "as_batch", "load_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "ImageInput",
+    "as_batch",
+    "list_images",
+    "load_image",
+    "media_kind",
+]
+
+#: File suffixes read as images when a folder is listed (a file named explicitly is read whatever its suffix).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+)
+#: File suffixes read as videos, frame by frame.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 #: Anything :func:`load_image` accepts.
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image | np.ndarray | Any"
@@ -251,3 +266,13 @@ def _from_tensor(t: Any) -> np.ndarray:
             )
         arr = arr.transpose(1, 2, 0)
     return _from_array(arr)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files directly in ``folder`` (by :data:`IMAGE_SUFFIXES`, case-insensitive), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def media_kind(path: str | os.PathLike[str]) -> str:
+    """``"video"`` for a video suffix (:data:`VIDEO_SUFFIXES`), else ``"image"``."""
+    return "video" if Path(path).suffix.lower() in VIDEO_SUFFIXES else "image"

@@ -41,6 +41,9 @@ class DetectThenSegment:
         self.prompt_segmenter = prompt_segmenter
         self.clip_to_boxes = clip_to_boxes
         self.name = f"{_name(detector)}+{_name(prompt_segmenter)}"
+        if getattr(detector, "open_vocabulary", False):
+            # text → boxes → masks: a TextPromptedDetector in, one out (classes= goes to the detector)
+            self.open_vocabulary = True
 
     def detect(self, images: Any, **options: Any) -> Any:
         """The detector's detections, unchanged; ``options`` go to the detector."""

@@ -8,7 +8,7 @@ tuple of images returns a list of results, in order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
 from visionkit.errors import InvalidOptionError, close_matches
@@ -24,6 +24,7 @@ __all__ = [
     "PromptSegmenter",
     "SemanticSegmenter",
     "Task",
+    "TextPromptedDetector",
 ]
 
 
@@ -62,6 +63,18 @@ class Task(str, enum.Enum):
             raise InvalidOptionError(f"Unknown task {value!r}.{hint} Valid tasks: {', '.join(names)}.")
         return found
 
+    @classmethod
+    def default(cls, tasks: Iterable[Task | str], *, prompt: bool = True) -> Task | None:
+        """The task to run when none is named: the richest output among ``tasks``.
+
+        Instances, then boxes, semantic masks, classes and last prompt segmentation (skipped with
+        ``prompt=False``, for callers that have no prompt to give); ``None`` when none applies. Every
+        tool (``predict``, ``bench``, streams, Ray) picks with this one rule.
+        """
+        offered = {cls.parse(t) for t in tasks}
+        order = _TASK_PREFERENCE if prompt else _TASK_PREFERENCE[:-1]
+        return next((t for t in order if t in offered), None)
+
 
 @runtime_checkable
 class Classifier(Protocol):
@@ -85,6 +98,22 @@ class Detector(Protocol):
     def detect(self, images: Sequence[ImageInput], **kwargs: Any) -> list[Detections]: ...
     def detect(self, images: Any, **kwargs: Any) -> Any:
         """Return the detections of each image, boxes in the input image's pixels."""
+
+
+@runtime_checkable
+class TextPromptedDetector(Detector, Protocol):
+    """A :class:`Detector` told what to find by name (open vocabulary): Grounding DINO, OWLv2 ...
+
+    ``detect(images, classes=["red car", "person"])`` returns :class:`Detections` whose ``class_name``
+    is the asked name and ``class_id`` its index in ``classes`` (checked by
+    :func:`visionkit.prompts.parse_classes`; at most the ``max_classes`` option). ``classes`` is an
+    ordinary per-call option, so it can also be given at load time and flows through ``predict``,
+    streaming, Ray, ``serve`` and ``eval`` like any option. Such backends register
+    ``prompt_types=["text"]``.
+    """
+
+    #: Always ``True``: what tells a text-prompted detector from a closed-set one at runtime.
+    open_vocabulary: bool
 
 
 @runtime_checkable
@@ -150,4 +179,13 @@ _TASK_ALIASES.update(
         "prompt": Task.SEGMENT_PROMPT,
         "promptable": Task.SEGMENT_PROMPT,
     }
+)
+
+# The richest output first: what a user running "yolo-seg" on a folder expects to get back.
+_TASK_PREFERENCE = (
+    Task.SEGMENT_INSTANCES,
+    Task.DETECT,
+    Task.SEGMENT_SEMANTIC,
+    Task.CLASSIFY,
+    Task.SEGMENT_PROMPT,
 )

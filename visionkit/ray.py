@@ -20,7 +20,7 @@ grayscale, 16-bit), so results are identical to :func:`visionkit.stream.predict_
 ``read_images`` would convert differently. Local paths must be readable by every worker (one machine
 or a shared filesystem); ``s3://`` / ``gs://`` URIs are read by Ray's ``read_binary_files``.
 
-Needs ``pip install 'visionkit[ray]'`` and, on a cluster, visionkit plus the backend's plugin
+Needs ``pip install 'visionkit-core[ray]'`` and, on a cluster, visionkit plus the backend's plugin
 installed on every node.
 """
 
@@ -33,7 +33,6 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,81 +40,27 @@ import numpy as np
 import ray
 import ray.data
 
+from visionkit._records import JSONL_SUFFIXES, JsonlSink, describe_error, resolve_source, source_key
 from visionkit.errors import BackendError, InvalidOptionError, VisionKitError
-from visionkit.images import load_image
-from visionkit.loading import DEFAULT
+from visionkit.images import load_image, media_kind
+from visionkit.loading import LoadRecipe, resolve_task
 from visionkit.protocols import Task
-from visionkit.stream import (
-    JSONL_SUFFIXES,
-    Failure,
-    StreamSummary,
-    _describe_error,
-    _JsonlSink,
-    _key,
-    _kind,
-    _resolve_task,
-    expand_inputs,
-    resolve_source,
-)
+from visionkit.stream import Failure, StreamSummary, expand_inputs
 
 __all__ = ["BackendLoader", "build_dataset", "init", "predict_ray"]
 
 
-@dataclass(frozen=True)
-class BackendLoader:
-    """A picklable recipe for :func:`visionkit.load`, run once inside each Ray actor.
-
-    Attributes:
-        name: backend name or alias.
-        weights: as for ``visionkit.load`` (``DEFAULT``, a path, or ``None`` for random init).
-        device, precision: as for ``visionkit.load``.
-        options: backend options.
-        plugins: ``"module:callable"`` import strings returning plugin objects; when given, the
-            backend is looked up in a registry of only these plugins instead of the installed ones
-            (tests use ``("visionkit.testing.fakes:fake_plugin",)``).
-    """
-
-    name: str
-    weights: str | None = DEFAULT
-    device: str = "cpu"
-    precision: str = "fp32"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    plugins: tuple[str, ...] = ()
-
-    def registry(self) -> Any:
-        """The registry to look ``name`` up in: only ``plugins`` when given, else the installed ones."""
-        import importlib
-
-        from visionkit.registry import Registry, get_registry
-
-        if not self.plugins:
-            return get_registry()
-        objs = []
-        for spec in self.plugins:
-            module, _, attr = spec.partition(":")
-            objs.append(getattr(importlib.import_module(module), attr)())
-        return Registry(entry_points=[], plugins=objs, use_environment=False)
-
-    def __call__(self) -> Any:
-        """Load the backend."""
-        import visionkit
-
-        return visionkit.load(
-            self.name,
-            weights=self.weights,
-            device=self.device,
-            precision=self.precision,
-            registry=self.registry(),
-            **dict(self.options),
-        )
+#: A picklable recipe for :func:`visionkit.load`, run once inside each Ray actor (the core's
+#: :class:`~visionkit.loading.LoadRecipe`; this name is kept for code written against it).
+BackendLoader = LoadRecipe
 
 
 class _Predictor:
     """Ray Data callable class: one backend per actor, one backend call per batch."""
 
-    def __init__(self, loader: BackendLoader, task: str | None, options: Mapping[str, Any]) -> None:
+    def __init__(self, loader: BackendLoader, options: Mapping[str, Any]) -> None:
         self.backend = loader()
-        self.task = _resolve_task(self.backend, task)
+        self.task = resolve_task(self.backend, loader.task, prompt=False)
         self.verb = getattr(self.backend, self.task.value)
         self.options = dict(options)
 
@@ -134,7 +79,7 @@ class _Predictor:
                 errors.append("")
             except Exception as exc:  # reported per row; the job goes on
                 images.append(None)
-                errors.append(_describe_error(exc))
+                errors.append(describe_error(exc))
         ok = [i for i, im in enumerate(images) if im is not None]
         results: dict[int, Any] = {}
         if ok:
@@ -146,7 +91,7 @@ class _Predictor:
                     try:
                         results[i] = self.verb(images[i], **self.options)
                     except Exception as exc:
-                        errors[i] = _describe_error(exc)
+                        errors[i] = describe_error(exc)
         return {
             "source": np.asarray(sources, dtype=object),
             "task": np.asarray([self.task.value] * len(sources), dtype=object),
@@ -252,31 +197,31 @@ def build_dataset(
     paths, failures = expand_inputs(local) if local else ([], [])
     if failures:
         raise InvalidOptionError("; ".join(str(f) for f in failures) + ".")
-    return _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options or {})
+    if task is not None:
+        loader = loader.with_task(task)
+    return _pipeline(paths, uris, loader, batch_size, workers, num_cpus, num_gpus, options or {})
 
 
 def _pipeline(
     paths: Sequence[str],
     uris: Sequence[str],
     loader: BackendLoader,
-    task: Task | str | None,
     batch_size: int,
     workers: int,
     num_cpus: float,
     num_gpus: float,
     options: Mapping[str, Any],
 ) -> Any:
-    videos = [p for p in paths if _kind(p) == "video"]
+    videos = [p for p in paths if media_kind(p) == "video"]
     if videos:
         raise InvalidOptionError(
             f"Video input {videos[0]!r} is streamed frame by frame on this machine; run it without --ray."
         )
-    t = Task.parse(task).value if task is not None else None
 
     def predict(ds: Any, rows_per_call: int, actors: int) -> Any:
         return ds.map_batches(
             _Predictor,
-            fn_constructor_kwargs={"loader": loader, "task": t, "options": dict(options)},
+            fn_constructor_kwargs={"loader": loader, "options": dict(options)},
             batch_size=rows_per_call,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
@@ -332,6 +277,8 @@ def predict_ray(
         A :class:`~visionkit.stream.StreamSummary` (failures are listed, not raised).
     """
     start = time.perf_counter()
+    if task is not None:  # parsed once; the recipe carries it to the checks, the sink and the workers
+        loader = loader.with_task(task)
     out_path = Path(out)
     jsonl = out_path.suffix.lower() in JSONL_SUFFIXES
     if not jsonl and format not in ("parquet", "json"):
@@ -347,16 +294,13 @@ def predict_ray(
     summary = StreamSummary(out=os.fspath(out), failed=list(failures))
     sink = None
     if jsonl:
-        t = Task.parse(task) if task is not None else None
-        if t is None:  # the sink checks the file's task; ask the backend which one it will run
-            t = _resolve_task(_TaskProbe(loader), None)
-        sink = _JsonlSink(out_path, t)
+        sink = JsonlSink(out_path, loader.default_task(prompt=False))
         note = sink.warning()
         if note is not None:
             summary.warnings.append(note)
             print(f"warning: {note}", file=sys.stderr)
         before = len(paths)
-        paths = [p for p in paths if _key(p, None) not in sink.done]
+        paths = [p for p in paths if source_key(p, None) not in sink.done]
         summary.skipped = before - len(paths)
     if not paths and not uris:
         if sink is not None:
@@ -364,9 +308,9 @@ def predict_ray(
         summary.seconds = time.perf_counter() - start
         return summary
     try:
-        _preflight(loader, task)
+        loader.check()
         init(address)
-        ds = _pipeline(paths, uris, loader, task, batch_size, workers, num_cpus, num_gpus, options)
+        ds = _pipeline(paths, uris, loader, batch_size, workers, num_cpus, num_gpus, options)
     except BaseException:
         if sink is not None:
             sink.close()  # and release the lock
@@ -404,7 +348,7 @@ def _count_written(out: Path, format: str, summary: StreamSummary) -> None:
             summary.processed += 1
 
 
-def _write_rows(batch: Mapping[str, np.ndarray], sink: _JsonlSink, summary: StreamSummary) -> None:
+def _write_rows(batch: Mapping[str, np.ndarray], sink: JsonlSink, summary: StreamSummary) -> None:
     for source, task, typ, result, error in zip(
         batch["source"], batch["task"], batch["type"], batch["result"], batch["error"], strict=True
     ):
@@ -436,35 +380,3 @@ def _translate_ray_error(exc: BaseException, loader: BackendLoader) -> BaseExcep
 
 
 _VK_ERROR = re.compile(r"visionkit\.errors\.(\w+): (.+)")
-
-
-def _preflight(loader: BackendLoader, task: Task | str | None) -> None:
-    """Fail on this machine, before Ray starts, for what can be checked without loading a model."""
-    import importlib
-
-    from visionkit.backend import parse_device, parse_options
-    from visionkit.errors import BackendUnavailableError, TaskNotSupportedError
-
-    spec = loader.registry().get(loader.name)
-    if task is not None and Task.parse(task) not in spec.tasks:
-        raise TaskNotSupportedError(spec.name, Task.parse(task).value, [t.value for t in spec.tasks])
-    parse_device(loader.device)
-    missing = spec.missing()
-    if missing:
-        raise BackendUnavailableError(spec.name, missing, spec.install)
-    if isinstance(spec.options, str) and ":" in spec.options:  # a light options model: check keys here
-        module, _, attr = spec.options.partition(":")
-        try:
-            model = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return  # the workers will report it when they load the backend
-        parse_options(model, dict(loader.options), spec.name)
-
-
-class _TaskProbe:
-    """Which task a backend will run, from the registry spec (no model is loaded on the driver)."""
-
-    def __init__(self, loader: BackendLoader) -> None:
-        spec = loader.registry().get(loader.name)
-        self.name = spec.name
-        self.tasks = spec.tasks

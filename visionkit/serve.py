@@ -65,6 +65,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from visionkit._tools import version
 from visionkit.errors import (
     BackendUnavailableError,
     InvalidImageError,
@@ -73,6 +74,7 @@ from visionkit.errors import (
     LimitExceededError,
     TaskNotSupportedError,
     UnknownBackendError,
+    UnknownOptionError,
     VisionKitError,
 )
 from visionkit.images import load_image
@@ -423,6 +425,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (LimitExceededError, 413),
     (UnknownBackendError, 404),
     (TaskNotSupportedError, 404),
+    (UnknownOptionError, 422),
     (InvalidOptionError, 422),
     (InvalidPromptError, 422),
     (InvalidImageError, 422),
@@ -440,6 +443,8 @@ _KIND: dict[type[BaseException], str] = {
     ClientDisconnect: "ClientDisconnected",
     MemoryError: "Busy",
     ValidationError: "ValidationError",
+    # a finer error class added later keeps the name clients already match on
+    UnknownOptionError: "InvalidOptionError",
 }
 
 
@@ -670,7 +675,7 @@ def create_app(
     app = FastAPI(
         title="visionkit",
         description="Computer-vision models behind one typed API. Results are visionkit result JSON.",
-        version=_version(),
+        version=version(),
         lifespan=lifespan,
     )
     app.state.visionkit = state
@@ -1062,12 +1067,6 @@ def _response_too_large(size: str, cfg: ServeConfig) -> _HTTPError:
         "max_response_bytes",
         cfg.max_response_bytes,
     )
-
-
-def _version() -> str:
-    from visionkit import __version__
-
-    return __version__
 
 
 # -- running ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ call (and each whole image when ``full_image=True``) go to the wrapped backend i
 are merged with supervision's ``Detections.with_nms`` or ``with_nmm`` (per class unless
 ``class_agnostic``; ``match_metric="ios"`` compares by intersection over the smaller box, which also
 folds a tile's cut-off part of an object into the whole-image box). Needs ``pip install
-'visionkit[supervision]'``.
+'visionkit-core[supervision]'``.
 
 Per-call options go to the wrapped backend for every crop, so ``conf`` and ``max_det`` apply per tile.
 """

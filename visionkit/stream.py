@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import json
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,8 +56,19 @@ from typing import Any
 
 import numpy as np
 
+from visionkit._records import (
+    JSONL_SUFFIXES,
+    CocoSink,
+    JsonlSink,
+    describe_error,
+    read_records,
+    resolve_source,
+    source_key,
+)
+from visionkit._tools import Progress
 from visionkit.errors import InvalidOptionError, VisionKitError
-from visionkit.images import load_image
+from visionkit.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, load_image, media_kind
+from visionkit.loading import resolve_task
 from visionkit.protocols import Task
 
 __all__ = [
@@ -77,15 +86,8 @@ __all__ = [
     "resolve_source",
 ]
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-)
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 #: Tasks whose results COCO results JSON can hold.
 COCO_TASKS = (Task.DETECT, Task.SEGMENT_INSTANCES)
-# Which verb runs when ``task`` is not given: the richest output the backend offers (as `predict`).
-_TASK_PREFERENCE = (Task.SEGMENT_INSTANCES, Task.DETECT, Task.SEGMENT_SEMANTIC, Task.CLASSIFY)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class Item:
     @property
     def key(self) -> tuple[str, int | None]:
         """``(resolved absolute path, frame)``: how a record in the output is matched to its input."""
-        return _key(self.source, self.frame)
+        return source_key(self.source, self.frame)
 
     @property
     def path(self) -> str:
@@ -136,32 +138,8 @@ class Item:
         return self.array if self.array is not None else load_image(self.source)
 
 
-def resolve_source(source: str | os.PathLike[str]) -> str:
-    """The absolute path of ``source`` with every symlink resolved (URIs such as ``s3://`` unchanged).
-
-    Records are keyed by it, so the same file reached from another working directory, through a
-    symlinked folder or under another relative spelling is the same input.
-    """
-    text = os.fspath(source)
-    return text if "://" in text else os.path.realpath(text)
-
-
-def _key(source: str, frame: int | None) -> tuple[str, int | None]:
-    return os.path.normcase(resolve_source(source)), frame
-
-
-def _record_key(rec: Mapping[str, Any]) -> tuple[str, int | None]:
-    """The key of a record read back: its ``path``, or for files older than ``path``, its ``source``."""
-    frame = rec.get("frame")
-    return _key(str(rec.get("path") or rec["source"]), frame if isinstance(frame, int) else None)
-
-
 def _has_magic(text: str) -> bool:
     return glob.has_magic(text)
-
-
-def _kind(path: str) -> str:
-    return "video" if Path(path).suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
 def is_stream_input(text: str) -> bool:
@@ -170,7 +148,7 @@ def is_stream_input(text: str) -> bool:
     if p.is_dir():
         return True
     if p.is_file():
-        return _kind(text) == "video"
+        return media_kind(text) == "video"
     return _has_magic(text)
 
 
@@ -189,7 +167,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[str], 
     seen: set[str] = set()
 
     def add(path: str) -> None:
-        k = _key(path, None)[0]
+        k = source_key(path, None)[0]
         if k not in seen:
             seen.add(k)
             paths.append(path)
@@ -247,7 +225,7 @@ def _iter_video(path: str, every: int, start: int, want: Callable[[str, int], bo
     cv2 = _cv2()
     if cv2 is None:
         yield Item(
-            path, None, start, error="reading video needs OpenCV: `pip install opencv-python-headless`"
+            path, None, start, error="reading video needs OpenCV: `pip install 'visionkit-core[batch]'`"
         )
         return
     cap = cv2.VideoCapture(path)
@@ -298,7 +276,7 @@ def iter_items(
     accept = want or (lambda _s, _f: True)
     n = 0
     for path in paths:
-        if _kind(path) == "video":
+        if media_kind(path) == "video":
             last = n
             for item in _iter_video(path, every, n, accept):
                 last = item.index + 1
@@ -307,190 +285,6 @@ def iter_items(
         else:
             yield Item(path, None, n)
             n += 1
-
-
-# -- outputs --------------------------------------------------------------------------------------
-def _parse_record(line: bytes) -> dict[str, Any] | None:
-    """The record on one complete line, or ``None`` when the line is not a record."""
-    try:
-        rec = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return rec if isinstance(rec, dict) and isinstance(rec.get("source"), str) else None
-
-
-def read_records(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Iterator[dict[str, Any]]:
-    """The complete records of a JSONL results file (a half-written last line is ignored).
-
-    Args:
-        path: the results file.
-        skip_corrupt: skip complete lines that are not records instead of raising.
-
-    Raises:
-        ValueError: a complete line that is not a record (with its line number), unless
-            ``skip_corrupt``.
-    """
-    with open(path, "rb") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.endswith(b"\n"):
-                return  # interrupted mid-write: that record was never complete
-            if not line.strip():
-                continue
-            rec = _parse_record(line)
-            if rec is None:
-                if skip_corrupt:
-                    continue
-                raise ValueError(f"Line {lineno} of {os.fspath(path)!r} is not a visionkit record.")
-            yield rec
-
-
-def _lock(fh: io.BufferedWriter, path: Path) -> None:
-    """Hold an exclusive lock on the open output, or fail at once when another run holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory file lock in the standard library that fits
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        fh.close()
-        raise InvalidOptionError(
-            f"Output {str(path)!r} is being written by another visionkit run right now; wait for it to "
-            "finish (then run again to resume) or choose another output file."
-        ) from exc
-    except OSError:  # a filesystem without locks (some NFS mounts): write unlocked, as before
-        return
-
-
-def _os_reason(path: Path, exc: OSError) -> str:
-    """Why ``path`` cannot be used, in words (``'x' is a file, not a folder`` rather than errno text)."""
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        for parent in path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    return f"{str(parent)!r} is a file, not a folder"
-                break
-    if isinstance(exc, IsADirectoryError) or path.is_dir():
-        return "it is a directory"
-    return exc.strerror or f"{type(exc).__name__}: {exc}"
-
-
-def _io_error(path: Path, exc: OSError, doing: str) -> InvalidOptionError:
-    return InvalidOptionError(f"Cannot {doing} results file {str(path)!r}: {_os_reason(path, exc)}.")
-
-
-class _JsonlSink:
-    """Append-only, locked JSONL file that knows which inputs it already holds.
-
-    Attributes:
-        done: keys (:func:`_key`) of the inputs already in the file.
-        corrupt_lines: 1-based numbers of complete lines that are not records: kept, never rewritten.
-    """
-
-    def __init__(self, path: Path, task: Task) -> None:
-        self.path = path
-        self.done: set[tuple[str, int | None]] = set()
-        self.corrupt_lines: list[int] = []
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Open (and lock) before reading: a second run must not read a file the first still writes.
-            self._fh: io.BufferedWriter = open(path, "ab")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise _io_error(path, exc, "write") from exc
-        _lock(self._fh, path)
-        try:
-            self._recover(task)
-        except BaseException:
-            self._fh.close()
-            raise
-
-    def _recover(self, task: Task) -> None:
-        good = 0  # byte offset after the last complete line
-        missing_newline = False
-        try:
-            with open(self.path, "rb") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    rec = _parse_record(line) if line.strip() else None
-                    if not line.endswith(b"\n"):
-                        if rec is None:
-                            break  # the last line, half-written when a run was killed: the only one dropped
-                        missing_newline = True  # a complete record that only lacks its newline: keep it
-                    good += len(line)
-                    if not line.strip():
-                        continue
-                    if rec is None:  # kept as is: it may be a record a person can still repair
-                        self.corrupt_lines.append(lineno)
-                        continue
-                    if rec.get("task") != task.value:
-                        raise InvalidOptionError(
-                            f"Output {str(self.path)!r} holds results of task {rec.get('task')!r} (line "
-                            f"{lineno}), but this run does {task.value!r}; choose another output file."
-                        )
-                    self.done.add(_record_key(rec))
-            if good < self.path.stat().st_size:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(good)
-            if missing_newline:
-                self._fh.write(b"\n")
-        except OSError as exc:
-            raise _io_error(self.path, exc, "read") from exc
-
-    def warning(self) -> str | None:
-        """What to tell the user about lines that are not records, if any."""
-        if not self.corrupt_lines:
-            return None
-        lines = ", ".join(str(n) for n in self.corrupt_lines[:_MAX_LINES_NAMED])
-        more = len(self.corrupt_lines) - _MAX_LINES_NAMED
-        if len(self.corrupt_lines) == 1:
-            what = f"line {lines} is not a valid record"
-        else:
-            what = f"lines {lines}" + (f" and {more} more" if more > 0 else "") + " are not valid records"
-        return f"{str(self.path)!r}: {what}; kept unchanged (whatever was recorded there is predicted again)."
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()  # also releases the lock
-
-
-#: Corrupt line numbers named in a warning; more are counted.
-_MAX_LINES_NAMED = 20
-
-
-class _CocoSink(_JsonlSink):
-    """COCO results JSON, written at the end from a JSONL progress file that makes it resumable."""
-
-    def __init__(self, path: Path, task: Task, categories: Sequence[Mapping[str, Any]] | None) -> None:
-        self.final = path
-        self.categories = categories
-        super().__init__(path.with_name(path.name + ".progress.jsonl"), task)
-
-    def finish(self) -> int:
-        """Write the COCO results array (streamed from the progress file); return the record count."""
-        from visionkit.coco import to_coco_results
-        from visionkit.results import Detections, InstanceMasks
-
-        self.flush()
-        types: dict[str, type[Detections]] = {"Detections": Detections, "InstanceMasks": InstanceMasks}
-        tmp = self.final.with_name(self.final.name + ".tmp")
-        count = 0
-        try:
-            with open(tmp, "w") as out:
-                out.write("[")
-                for rec in read_records(self.path, skip_corrupt=True):  # reported when the run began
-                    result = types[rec["type"]].from_dict(rec["result"])
-                    for coco in to_coco_results(result, int(rec["image_id"]), categories=self.categories):
-                        out.write(("," if count else "") + json.dumps(coco, separators=(",", ":")))
-                        count += 1
-                out.write("]\n")
-            os.replace(tmp, self.final)  # readers never see a half-written results file
-        except OSError as exc:
-            raise _io_error(self.final, exc, "write") from exc
-        return count
 
 
 def _coco_index(path: str | os.PathLike[str] | None) -> tuple[list[dict[str, Any]] | None, dict[str, int]]:
@@ -561,47 +355,11 @@ class StreamSummary:
         return text + (f"; results in {self.out}" if self.out else "")
 
 
-class _Progress:
-    """tqdm when installed and wanted, else nothing (imported lazily: the CLI must start fast)."""
-
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        self.bar: Any = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-
-    def update(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def skip(self) -> None:
-        # Skipped inputs shrink the total instead of counting, so img/s stays honest.
-        if self.bar is not None and self.bar.total:
-            self.bar.total -= 1
-
-    def failed(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(failed=count, refresh=False)
-
-    def write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _estimate_total(inputs: Sequence[str | os.PathLike[str]], every: int) -> int | None:
     paths, _ = expand_inputs(inputs)
     total = 0
     for p in paths:
-        if _kind(p) == "video":
+        if media_kind(p) == "video":
             n = _video_frames(p)
             if n is None:
                 return None
@@ -646,24 +404,6 @@ def _prefetch(
                 fut.cancel()
 
 
-def _resolve_task(backend: Any, task: Task | str | None) -> Task:
-    tasks = tuple(getattr(backend, "tasks", ()))
-    if task is not None:
-        t = Task.parse(task)
-        if tasks and t not in tasks:
-            from visionkit.errors import TaskNotSupportedError
-
-            raise TaskNotSupportedError(getattr(backend, "name", "?"), t.value, [x.value for x in tasks])
-        return t
-    for t in _TASK_PREFERENCE:
-        if t in tasks:
-            return t
-    raise InvalidOptionError(
-        f"Backend {getattr(backend, 'name', '?')!r} offers only {[t.value for t in tasks]}; pass task= "
-        "(prompt segmentation needs prompt=dict(points=..., boxes=...))."
-    )
-
-
 def predict_iter(
     backend: Any,
     inputs: Sequence[str | os.PathLike[str]],
@@ -694,7 +434,7 @@ def predict_iter(
         decode_workers: threads decoding images ahead of the model (0: decode in this thread).
         **options: per-call backend options (e.g. ``conf=0.5``).
     """
-    t = _resolve_task(backend, task)
+    t = resolve_task(backend, task, prompt=prompt is not None)
     if t is Task.SEGMENT_PROMPT and not prompt:
         raise InvalidOptionError(
             "Task 'segment_prompt' needs a prompt applied to every image: prompt=dict(points=[(x, y)]) "
@@ -719,7 +459,7 @@ def predict_iter(
         except Exception as exc:
             if len(batch) == 1 or isinstance(exc, InvalidOptionError):
                 for it, arr in batch:
-                    yield it, None, arr, Failure(it.source, it.frame, _describe_error(exc))
+                    yield it, None, arr, Failure(it.source, it.frame, describe_error(exc))
                 return
             for it, arr in batch:  # isolate the image that broke the batch
                 yield _one(verb, it, arr, {}, options)
@@ -745,7 +485,7 @@ def predict_iter(
         if item.index >= 0:
             slots += 1
         if item.error is not None or exc is not None or arr is None:
-            yield item, None, None, Failure(item.source, item.frame, item.error or _describe_error(exc))
+            yield item, None, None, Failure(item.source, item.frame, item.error or describe_error(exc))
         else:
             batch.append((item, arr))
         if slots >= size:
@@ -765,15 +505,7 @@ def _one(
     try:
         return item, verb(arr, **prompt, **options), arr, None
     except Exception as exc:
-        return item, None, arr, Failure(item.source, item.frame, _describe_error(exc))
-
-
-def _describe_error(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, VisionKitError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return item, None, arr, Failure(item.source, item.frame, describe_error(exc))
 
 
 def predict_stream(
@@ -816,29 +548,13 @@ def predict_stream(
     Returns:
         A :class:`StreamSummary`. Failures do not raise; check ``summary.ok``.
     """
-    t = _resolve_task(backend, task)
-    sink: _JsonlSink | None = None
+    t = resolve_task(backend, task, prompt=prompt is not None)
     cats, ids = _coco_index(categories)
-    if out is not None:
-        path = Path(out)
-        if path.suffix.lower() in JSONL_SUFFIXES:
-            sink = _JsonlSink(path, t)
-        elif path.suffix.lower() == ".json":
-            if t not in COCO_TASKS:
-                raise InvalidOptionError(
-                    f"COCO results JSON holds boxes and instance masks, not {t.value!r} results; write "
-                    f"{path.with_suffix('.jsonl').name!r} instead."
-                )
-            sink = _CocoSink(path, t, cats)
-        else:
-            raise InvalidOptionError(
-                f"Output {os.fspath(out)!r} must end in .jsonl (one record per image) or .json (COCO "
-                "results); for a directory of Parquet/JSON files use the Ray pipeline (--ray)."
-            )
+    sink = _open_sink(out, t, cats)
     done = sink.done if sink is not None else set()
     summary = StreamSummary(out=os.fspath(out) if out is not None else None)
     try:
-        bar = _Progress(_estimate_total(inputs, every) if progress else None, progress)
+        bar = Progress(_estimate_total(inputs, every) if progress else None, progress)
     except BaseException:
         if sink is not None:
             sink.close()
@@ -857,7 +573,7 @@ def predict_stream(
             every=every,
             batch_size=batch_size,
             prompt=prompt,
-            skip=(lambda s, f: _key(s, f) in done) if done else None,
+            skip=(lambda s, f: source_key(s, f) in done) if done else None,
             decode_workers=decode_workers,
             **options,
         )
@@ -874,17 +590,7 @@ def predict_stream(
                 bar.skip()
                 continue
             if sink is not None:
-                record: dict[str, Any] = {
-                    "source": item.source,
-                    "path": item.path,
-                    "frame": item.frame,
-                    "task": t.value,
-                    "type": type(result).__name__,
-                    "result": result.to_dict(),
-                }
-                if isinstance(sink, _CocoSink):
-                    record["image_id"] = _image_id(item, ids)
-                sink.write(record)
+                sink.write(_record(item, result, t, ids if isinstance(sink, CocoSink) else None))
                 sink.flush()  # one write per image: a killed run keeps every finished record
             summary.processed += 1
             bar.update()
@@ -892,7 +598,7 @@ def predict_stream(
                 on_result(item, result, image)
         if sink is not None:
             sink.flush()
-            if isinstance(sink, _CocoSink):
+            if isinstance(sink, CocoSink):
                 summary.coco_records = sink.finish()
     finally:
         summary.seconds = time.perf_counter() - start
@@ -901,3 +607,40 @@ def predict_stream(
             with contextlib.suppress(Exception):
                 sink.close()
     return summary
+
+
+def _open_sink(
+    out: str | os.PathLike[str] | None, task: Task, categories: list[dict[str, Any]] | None
+) -> JsonlSink | None:
+    """The output for ``out`` by its suffix (``None``: results go only to the callbacks)."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return JsonlSink(path, task)
+    if path.suffix.lower() == ".json":
+        if task not in COCO_TASKS:
+            raise InvalidOptionError(
+                f"COCO results JSON holds boxes and instance masks, not {task.value!r} results; write "
+                f"{path.with_suffix('.jsonl').name!r} instead."
+            )
+        return CocoSink(path, task, categories)
+    raise InvalidOptionError(
+        f"Output {os.fspath(out)!r} must end in .jsonl (one record per image) or .json (COCO "
+        "results); for a directory of Parquet/JSON files use the Ray pipeline (--ray)."
+    )
+
+
+def _record(item: Item, result: Any, task: Task, coco_ids: Mapping[str, int] | None) -> dict[str, Any]:
+    """The JSONL record of one result (with its COCO ``image_id`` when writing COCO results)."""
+    record: dict[str, Any] = {
+        "source": item.source,
+        "path": item.path,
+        "frame": item.frame,
+        "task": task.value,
+        "type": type(result).__name__,
+        "result": result.to_dict(),
+    }
+    if coco_ids is not None:
+        record["image_id"] = _image_id(item, coco_ids)
+    return record

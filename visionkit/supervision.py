@@ -6,7 +6,7 @@
     dets = visionkit.Detections.from_supervision(sv_dets)
     sv.BoxAnnotator().annotate(frame.copy(), dets.to_supervision())
 
-supervision is an optional dependency (``pip install 'visionkit[supervision]'``); nothing here imports
+supervision is an optional dependency (``pip install 'visionkit-core[supervision]'``); nothing here imports
 it until a conversion runs, and a missing install raises :class:`~visionkit.BackendUnavailableError`
 naming that command. The field mapping is the one supervision's own ``from_ultralytics`` uses, so
 supervision's annotators, trackers and zones read visionkit results unchanged:
@@ -55,7 +55,7 @@ __all__ = [
 CLASS_NAME = "class_name"
 #: The field (or, in results without that field, the ``data`` key) mapped to supervision's ``tracker_id``.
 TRACKER_ID = "tracker_id"
-INSTALL = "pip install 'visionkit[supervision]'"
+INSTALL = "pip install 'visionkit-core[supervision]'"
 
 
 def require_supervision(feature: str = "supervision interop") -> ModuleType:

@@ -54,7 +54,7 @@ __all__ = [
     "track",
 ]
 
-_INSTALL = "pip install 'trackers>=2.6'"
+_INSTALL = "pip install 'visionkit-core[track]'"
 
 
 class TrackerOptions(BaseModel):
@@ -333,7 +333,7 @@ def _cv2() -> Any:
         import cv2
     except ImportError as exc:
         raise BackendUnavailableError(
-            "video", ["opencv-python-headless"], "pip install opencv-python-headless"
+            "video", ["opencv-python"], "pip install 'visionkit-core[track]'"
         ) from exc
     return cv2
 

@@ -43,10 +43,10 @@ from visionkit.protocols import (
     SemanticSegmenter,
     Task,
 )
-from visionkit.registry import import_string
+from visionkit.registry import resolve_options
 from visionkit.results import Classifications, Detections, InstanceMasks, PromptMasks, SemanticMask
 from visionkit.testing.checks import check_thread_safety, results_close
-from visionkit.testing.fakes import make_shapes_image, make_test_image
+from visionkit.testing.fakes import dissimilar_images, make_shapes_image, make_test_image
 
 __all__ = [
     "BackendConformance",
@@ -59,11 +59,6 @@ __all__ = [
     "make_shapes_image",
     "make_test_image",
 ]
-
-
-def dissimilar_images() -> list[np.ndarray]:
-    """The kit's default batch of dissimilar images: a colour test image, a blank one, a shapes image."""
-    return [make_test_image(96, 128, seed=0), np.zeros((64, 80, 3), np.uint8), make_shapes_image(72, 100)]
 
 
 #: Per-call overrides tried by ``test_per_call_options_are_used`` (those the options model rejects are skipped).
@@ -166,7 +161,7 @@ class BackendConformance:
             )
         spec = getattr(backend, "spec", None)
         if spec is not None and spec.options:
-            registered = import_string(spec.options, owner=spec.name, plugin=spec.plugin)
+            registered = resolve_options(spec)
             assert type(options) is registered, (
                 f"registered options {spec.options!r} but the backend uses {type(options).__module__}."
                 f"{type(options).__qualname__}: `visionkit info` and early validation describe the wrong options"

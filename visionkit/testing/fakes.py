@@ -43,6 +43,7 @@ __all__ = [
     "FakeOptions",
     "FakePromptSegmenter",
     "FakeSemanticSegmenter",
+    "dissimilar_images",
     "fake_plugin",
     "make_shapes_image",
     "make_test_image",
@@ -79,6 +80,14 @@ def make_shapes_image(height: int = 72, width: int = 100, seed: int = 2) -> np.n
     img[disc] = (235, 25, 20)
     img[height // 6 : height // 6 + max(3, height // 10), width * 3 // 5 : width - 4] = (15, 30, 240)
     return img
+
+
+def dissimilar_images() -> list[np.ndarray]:
+    """Three images of different sizes and content, one blank: a batch whose items must not affect each other.
+
+    The conformance kit's default for its batch-independence, per-call-option and thread-safety checks.
+    """
+    return [make_test_image(96, 128, seed=0), np.zeros((64, 80, 3), np.uint8), make_shapes_image(72, 100)]
 
 
 class FakeOptions(BackendOptions):

@@ -19,7 +19,8 @@ def register_backends(register: Any) -> None:
     register(
         "onnx",
         "visionkit_onnx._deploy:load_artifact",
-        tasks=["detect", "classify"],  # what the file holds: a detector or a classifier
+        # what the file holds: each file some of these
+        tasks=["detect", "classify", "segment_instances", "segment_semantic", "segment_prompt"],
         requires=("onnxruntime", "cv2"),
         install="pip install visionkit-onnx",
         description="A self-describing .onnx exported by `visionkit export`, run without torch "

@@ -10,9 +10,16 @@ on a device that has neither. Everything needed to run the file lives in its ``m
   ``precision``, ``calibration``, ``gate``, ``quantization``, ``source`` (backend, weights, weights
   fingerprint, visionkit version) and ``created``.
 
-YOLO detectors get ultralytics' NMS appended to the graph as ONNX ops ending in ``NonMaxSuppression``
-(see :func:`_with_nms`), with the thresholds as graph inputs so per-call ``conf`` / ``iou`` /
-``max_det`` / ``agnostic_nms`` need no re-export.
+Kinds (:data:`KINDS`): ``yolo-detect`` / ``yolo-segment`` (ultralytics' NMS appended to the graph as
+ONNX ops ending in ``NonMaxSuppression``, see :func:`_with_nms`, with the thresholds as graph inputs so
+per-call ``conf`` / ``iou`` / ``max_det`` / ``agnostic_nms`` need no re-export; a segmenter's masks are
+built from the prototypes in numpy), ``yolo-classify``, ``image-classify`` and ``semantic-segment``
+(torchvision presets as data), ``tv-detect`` (torchvision detectors and Mask R-CNN: the graph holds its
+own post-processing), ``detr`` (DETR, RT-DETR, D-FINE: the image processor's steps as data, no NMS),
+``sam`` (SAM / MobileSAM: this file is the image encoder; ``output.decoder_file`` names the prompt
+decoder written beside it, with its sha256).
+:func:`deploy_plan` raises :class:`~visionkit.export.ExportNotSupportedError` with the reason, before
+anything is exported, for any other backend.
 """
 
 from __future__ import annotations
@@ -24,19 +31,33 @@ from typing import Any
 
 from visionkit.export import ExportNotSupportedError, ExportSpec
 
-__all__ = ["KINDS", "SCHEMA", "deploy_plan", "write_artifact"]
+__all__ = ["KINDS", "SCHEMA", "deploy_plan", "deploy_plan_for", "write_artifact"]
 
 #: Version of the metadata schema; bump on any incompatible change.
 SCHEMA = 1
 #: Decoders the deploy runtime knows.
-KINDS = ("yolo-detect", "yolo-classify")
+KINDS = (
+    "yolo-detect",
+    "yolo-segment",
+    "yolo-classify",
+    "image-classify",
+    "semantic-segment",
+    "detr",
+    "tv-detect",
+)
+#: What those decoders cover, for messages.
+COVERAGE = (
+    "ultralytics YOLO detectors, instance segmenters and classifiers; torchvision classifiers, semantic "
+    "segmenters, detectors and Mask R-CNN; transformers DETR, RT-DETR and D-FINE detectors; SAM and "
+    "MobileSAM prompt segmentation (an encoder file and a prompt-decoder file)"
+)
 
 
 def _not_deployable(name: str, why: str) -> ExportNotSupportedError:
     return ExportNotSupportedError(
         f"Backend {name!r} cannot be deployed without torch yet: {why} The deploy runtime decodes "
-        f"{', '.join(KINDS)} (ultralytics YOLO detectors and classifiers). Export it for the SDK's own "
-        f"runtime instead: visionkit.load({name!r}, precision=..., runtime='onnxruntime')."
+        f"{', '.join(KINDS)}: {COVERAGE}. Export it for the SDK's own runtime instead: "
+        f"visionkit.load({name!r}, precision=..., runtime='onnxruntime')."
     )
 
 
@@ -78,6 +99,252 @@ def _classify_input(backend: Any, spec: ExportSpec) -> dict[str, Any]:
     }
 
 
+def _torchvision_detector_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
+    """A torchvision detector / Mask R-CNN: its graph holds resize, normalisation, NMS and mask pasting."""
+    masks = backend.family == "instance"
+    opts = backend.options
+    transform = backend.model.transform
+    baked = {
+        k: getattr(opts, k)
+        for k in (
+            "score_threshold",
+            "nms_threshold",
+            "detections_per_image",
+            "proposals",
+            "min_size",
+            "max_size",
+        )
+    }
+    return {
+        "kind": "tv-detect",
+        "tasks": ["detect", "segment_instances"] if masks else ["detect"],
+        "class_names": [str(c) for c in backend.categories],
+        "input": {
+            "name": spec.input_names[0],
+            "sizes": spec.input_names[1],
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "resize": "in the graph (torchvision's GeneralizedRCNNTransform / SSD transform)",
+            # the backend's thin-image guard: edge rows/columns so no side resizes to 0 pixels
+            "thin_padding_max_size": None if backend._fixed_size is not None else int(transform.max_size),
+            "rect": True,
+        },
+        "normalize": {"scale": 1 / 255, "mean": [0.0] * 3, "std": [1.0] * 3, "note": "the graph normalises"},
+        "output": {
+            "decoding": "torchvision-detections",
+            "names": list(spec.output_names),
+            "raw_layout": "boxes [n, 4] xyxy image pixels, labels [n], scores [n] sorted, "
+            + ("masks [n, 1, H, W] soft 0-1 at the input size, " if masks else "")
+            + "count [1]",
+            "masks": masks,
+        },
+        # baked into the graph at export; per call only a stricter score_threshold or a smaller
+        # detections_per_image apply (as for the SDK's exported graph)
+        "defaults": {**baked, **({"mask_threshold": float(opts.mask_threshold)} if masks else {})},
+        "metadata": {"label_space": getattr(backend, "label_space", None)},
+    }
+
+
+def _torchvision_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
+    """A torchvision classifier or semantic segmenter: its weights' preset transforms as data."""
+    name, family = backend.name, backend.family
+    tf = backend.transform(backend.options)  # the exact preset its preprocess applies
+    interp = str(getattr(tf.interpolation, "value", tf.interpolation)).lower()
+    resize = list(getattr(tf, "resize_size", None) or [])
+    if interp != "bilinear" or not getattr(tf, "antialias", True) or len(resize) > 1:
+        raise _not_deployable(name, f"its resize ({resize}, {interp}) is not an antialiased bilinear resize.")
+    categories = [str(c) for c in backend.categories]
+    max_imgsz = getattr(backend.options, "max_imgsz", None)
+    inp: dict[str, Any] = {
+        "name": spec.input_names[0],
+        "layout": "NCHW",
+        "dtype": "float32",
+        "color": "RGB",
+        # the preset's v1 resize of a uint8 tensor runs torch's antialiased bilinear in float, then
+        # rounds (reproduced in numpy)
+        "interpolation": "torch-antialiased-bilinear-float",
+        "resize_to": int(resize[0]) if resize else None,
+        # the SDK's guard: a long side above max_imgsz is scaled to it instead
+        "max_long_side": None if max_imgsz is None else int(max_imgsz),
+        "rect": family == "semantic",
+    }
+    norm = {"scale": 1 / 255, "mean": [float(v) for v in tf.mean], "std": [float(v) for v in tf.std]}
+    meta = {"label_space": getattr(backend, "label_space", None)}
+    if family == "classification":
+        crop = [int(c) for c in tf.crop_size]
+        crop = crop * 2 if len(crop) == 1 else crop
+        return {
+            "kind": "image-classify",
+            "tasks": ["classify"],
+            "class_names": categories,
+            "input": {**inp, "resize": "shortest-side-then-center-crop", "crop": crop, "imgsz": crop[0]},
+            "normalize": norm,
+            "output": {"decoding": "logits", "raw": spec.output_names[0], "raw_layout": "[batch, classes]"},
+            "defaults": {"top_k": int(backend.options.top_k)},
+            "metadata": meta,
+        }
+    return {
+        "kind": "semantic-segment",
+        "tasks": ["segment_semantic"],
+        "class_names": categories,
+        "input": {
+            **inp,
+            "resize": "shortest-side" if resize else "none",
+            "imgsz": int(resize[0]) if resize else None,
+            "sizes": spec.input_names[1],
+        },
+        "normalize": norm,
+        "output": {
+            "decoding": "logits-argmax",
+            "raw": spec.output_names[0],
+            "raw_layout": "[1, classes, input_h, input_w]: one image per run (its size in 'sizes')",
+            "upsample": "bilinear (OpenCV INTER_LINEAR = torch align_corners=False) to the image, argmax",
+        },
+        "defaults": {"return_scores": bool(backend.options.return_scores)},
+        "metadata": meta,
+    }
+
+
+#: transformers image processors whose pre- and post-processing the deploy runtime reproduces, and how
+#: their ``post_process_object_detection`` scores queries.
+_DETR_PROCESSORS = {
+    "DetrImageProcessor": "softmax-no-object",
+    "DetrImageProcessorPil": "softmax-no-object",
+    "DetrImageProcessorFast": "softmax-no-object",
+    "RTDetrImageProcessor": "sigmoid-topk",
+    "RTDetrImageProcessorPil": "sigmoid-topk",
+    "RTDetrImageProcessorFast": "sigmoid-topk",
+}
+
+
+def _detr_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
+    """DETR / RT-DETR (and D-FINE, which uses RT-DETR's processor): the processor's steps as data."""
+    name, proc = backend.name, backend.processor
+    pname = type(proc).__name__
+    scoring = _DETR_PROCESSORS.get(pname)
+    if scoring is None:
+        raise _not_deployable(
+            name,
+            f"its image processor {pname} is not one the deploy runtime reproduces "
+            f"({', '.join(sorted(_DETR_PROCESSORS))}).",
+        )
+    resample = getattr(proc, "resample", 2)
+    if int(getattr(resample, "value", resample)) != 2:  # PIL BILINEAR
+        raise _not_deployable(name, f"its processor resizes with {resample!r}, not bilinear.")
+    if spec.output_names != ["logits", "pred_boxes"]:
+        raise _not_deployable(name, f"its graph returns {spec.output_names}, not logits and pred_boxes.")
+    size = backend._effective_size(backend.options)  # the options' sizes over the processor's
+    opts = backend.options
+    normalize = (
+        {"scale": float(proc.rescale_factor) if proc.do_rescale else 1.0, "mean": [0.0] * 3, "std": [1.0] * 3}
+        if not proc.do_normalize
+        else {
+            "scale": float(proc.rescale_factor) if proc.do_rescale else 1.0,
+            "mean": [float(v) for v in proc.image_mean],
+            "std": [float(v) for v in proc.image_std],
+        }
+    )
+    ids = sorted(backend.id2label)
+    return {
+        "kind": "detr",
+        "tasks": ["detect"],
+        "class_names": [backend.class_name(i) for i in range(max(ids) + 1)],
+        "input": {
+            "name": spec.input_names[0],
+            "mask": spec.input_names[1] if len(spec.input_names) > 1 else None,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "resize": "shortest-longest-edge" if "shortest_edge" in size else "fixed",
+            "size": size,
+            "do_resize": bool(proc.do_resize),
+            # the Pil processors resize uint8 with Pillow; the others with torch's antialiased bilinear
+            # uint8 kernel (reproduced)
+            "interpolation": "pil-bilinear" if pname.endswith("Pil") else "torch-antialiased-bilinear-uint8",
+            "thin_padding": "edge rows/columns so no side resizes to 0 pixels (the backend's own rule)",
+            "rect": True,
+        },
+        "normalize": normalize,
+        "output": {
+            "decoding": scoring,
+            "raw": spec.output_names[0],
+            "boxes": spec.output_names[1],
+            "raw_layout": "logits [batch, queries, classes (+1 no-object for softmax)], pred_boxes "
+            "[batch, queries, 4] normalised cx, cy, w, h; no NMS",
+        },
+        "defaults": {
+            "threshold": float(opts.threshold),
+            "max_detections": None if opts.max_detections is None else int(opts.max_detections),
+            "clip_boxes": bool(opts.clip_boxes),
+        },
+        "metadata": {"label_space": getattr(backend, "label_space", None)},
+    }
+
+
+def _sam_plan(backend: Any, specs: list[ExportSpec]) -> dict[str, Any]:
+    """SAM / MobileSAM: the encoder file (this one) and the prompt decoder file beside it."""
+    cfg, opts = backend.config, backend.options
+    enc, dec = specs
+    return {
+        "kind": "sam",
+        "tasks": ["segment_prompt"],
+        "class_names": [],
+        "input": {
+            "name": enc.input_names[0],
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "imgsz": int(cfg.image_size),
+            # SamPredictor: longest side to image_size (Pillow bilinear on uint8, at least 1 pixel),
+            # normalise in 0-255, zero-pad bottom/right to a square
+            "resize": "longest-side",
+            "interpolation": "pil-bilinear",
+            "pad": "bottom-right zeros to imgsz x imgsz after normalising",
+            "rect": False,
+        },
+        "normalize": {
+            "scale": 1.0,
+            "mean": [float(v) for v in backend.model.pixel_mean.flatten().tolist()],
+            "std": [float(v) for v in backend.model.pixel_std.flatten().tolist()],
+        },
+        "output": {
+            "decoding": "sam-prompt",
+            "raw": enc.output_names[0],
+            "decoder_stage": dec.stage,
+            "decoder_inputs": list(dec.input_names),
+            "decoder_outputs": list(dec.output_names),
+            "low_res_size": int(cfg.low_res_size),
+            "masks": "low-res logits resized (bilinear, align_corners=False) to imgsz, cropped to the resized "
+            "image, resized to the image, > mask_threshold; the best predicted IoU first per prompt",
+        },
+        "defaults": {
+            "mask_threshold": float(opts.mask_threshold),
+            "multimask_output": opts.multimask_output,
+            "cache_size": int(opts.cache_size),
+            "max_points": opts.max_points,
+            "max_prompts": opts.max_prompts,
+            "decoder_chunk": int(getattr(backend, "decoder_chunk", 4)),
+        },
+        "metadata": {"model_type": backend.model_type},
+    }
+
+
+def deploy_plan_for(backend: Any, specs: list[ExportSpec]) -> dict[str, Any]:
+    """:func:`deploy_plan` for a backend's whole list of networks (SAM: encoder + prompt decoder)."""
+    name = getattr(backend, "name", type(backend).__name__)
+    if len(specs) == 1:
+        return deploy_plan(backend, specs[0])
+    if (
+        name in ("sam", "mobile-sam")
+        and len(specs) == 2
+        and specs[1].stage == "decoder_forward"
+        and hasattr(backend, "transform")
+    ):
+        return _sam_plan(backend, specs)
+    raise _not_deployable(name, f"it runs {len(specs)} networks ({', '.join(s.stage for s in specs)}).")
+
+
 def deploy_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
     """What the artifact will say about ``backend``; :class:`ExportNotSupportedError` says why not.
 
@@ -88,6 +355,14 @@ def deploy_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
     names = getattr(backend, "names", {})
     class_names = [str(names.get(i, i)) for i in range(len(names))]
     opts = backend.options
+    if getattr(backend, "family", None) in ("detection", "instance") and hasattr(backend, "_fixed_size"):
+        return _torchvision_detector_plan(backend, spec)
+    if getattr(backend, "family", None) in ("classification", "semantic") and hasattr(backend, "transform"):
+        return _torchvision_plan(backend, spec)
+    if getattr(backend, "model_class", None) == "AutoModelForObjectDetection" and hasattr(
+        backend, "processor"
+    ):
+        return _detr_plan(backend, spec)
     if name == "yolo-cls" and task == "classify":
         return {
             "kind": "yolo-classify",
@@ -101,16 +376,44 @@ def deploy_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
             },
             "defaults": {"top_k": int(opts.top_k)},
         }
+    segment = name == "yolo-seg" and task == "segment"
     if (
-        name != "yolo"
-        or task != "detect"
+        name not in ("yolo", "yolo-seg")
+        or task not in ("detect", "segment")
         or getattr(backend, "is_rtdetr", False)
         or getattr(backend, "end2end", False)
     ):
         raise _not_deployable(name, "its pre/post-processing still needs torch.")
+    nc = len(class_names)
+    output: dict[str, Any] = {
+        "decoding": "yolo-segment-nms" if segment else "yolo-detect-nms",
+        "raw": "output0",
+        "selected": "selected",
+        "raw_layout": "[batch, 4 + classes + masks, anchors]: cx, cy, w, h in input pixels, then class "
+        "scores 0-1, then mask coefficients (none for a detector)",
+        "num_classes": nc,
+        "nms": "ONNX NonMaxSuppression in the graph on each anchor's best class, boxes shifted by "
+        "class * class_offset (7680, or 0 for class-agnostic), as ultralytics",
+        "class_offset": 7680.0,
+        "boxes": "xyxy in original-image pixels (letterbox undone, clipped)",
+    }
+    defaults: dict[str, Any] = {
+        "conf": float(opts.conf),
+        "iou": float(opts.iou),
+        "max_det": int(opts.max_det),
+    }
+    if segment:
+        output.update(
+            protos="output1",
+            protos_layout="[batch, masks, input_h / 4, input_w / 4]",
+            masks="coefficients @ protos at proto resolution (numpy), then ultralytics' process_mask_native "
+            "(retina) or process_mask + scale_masks, bilinear (OpenCV INTER_LINEAR), threshold 0, cropped "
+            "to the box; detections with an empty mask are dropped",
+        )
+        defaults["retina_masks"] = bool(opts.retina_masks)
     return {
-        "kind": "yolo-detect",
-        "tasks": ["detect"],
+        "kind": "yolo-segment" if segment else "yolo-detect",
+        "tasks": ["detect", "segment_instances"] if segment else ["detect"],
         "class_names": class_names,
         "input": {
             "name": spec.input_names[0],
@@ -126,21 +429,8 @@ def deploy_plan(backend: Any, spec: ExportSpec) -> dict[str, Any]:
             "center": True,
         },
         "normalize": {"scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-        "output": {
-            "decoding": "yolo-detect-nms",
-            "raw": "output0",
-            "selected": "selected",
-            "raw_layout": "[batch, 4 + classes, anchors]: cx, cy, w, h in input pixels, then class scores 0-1",
-            "nms": "ONNX NonMaxSuppression in the graph on each anchor's best class, boxes shifted by "
-            "class * class_offset (7680, or 0 for class-agnostic), as ultralytics",
-            "class_offset": 7680.0,
-            "boxes": "xyxy in original-image pixels (letterbox undone, clipped)",
-        },
-        "defaults": {
-            "conf": float(opts.conf),
-            "iou": float(opts.iou),
-            "max_det": int(opts.max_det),
-        },
+        "output": output,
+        "defaults": defaults,
     }
 
 
@@ -220,12 +510,15 @@ def write_artifact(
     import onnx
 
     model = onnx.load_from_string(model_bytes)
-    if plan["kind"] == "yolo-detect":
+    if plan["kind"] in ("yolo-detect", "yolo-segment"):
         model = _with_nms(model, len(plan["class_names"]))
-    try:
-        version = metadata.version("visionkit")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = "unknown"
+    for dist in ("visionkit-core", "visionkit"):  # the core's distribution name, then its old one
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
     meta = {
         "schema": SCHEMA,
         **plan,

@@ -94,7 +94,7 @@ def _version(dist: str) -> str:
 
 def versions() -> dict[str, str]:
     """Versions that change an export or a quantization."""
-    return {d: _version(d) for d in ("torch", "onnx", "onnxruntime", "visionkit", "visionkit-onnx")}
+    return {d: _version(d) for d in ("torch", "onnx", "onnxruntime", "visionkit-core", "visionkit-onnx")}
 
 
 def sha256_file(path: Path) -> str:

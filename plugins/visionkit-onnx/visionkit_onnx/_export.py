@@ -1,7 +1,8 @@
 """``export``: what ``visionkit export NAME --precision int8 --calib DIR --max-drop 1.5 -o FILE`` calls.
 
-A backend the deploy runtime can decode (YOLO detectors today) gets a self-describing deploy artifact
-(:mod:`visionkit_onnx._artifact`): ``visionkit.load(FILE)`` then runs it without torch. Any other
+A backend the deploy runtime can decode (:data:`visionkit_onnx._artifact.KINDS`) gets a self-describing
+deploy artifact (:mod:`visionkit_onnx._artifact`): ``visionkit.load(FILE)`` then runs it without torch
+(SAM: FILE is the encoder, ``FILE.decoder_forward.onnx`` beside it the prompt decoder). Any other
 exportable backend gets the plain network, and the report's ``deploy`` says why it is not deployable.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from visionkit import BackendError, InvalidOptionError
 from visionkit.export import ExportNotSupportedError, export_specs_of
-from visionkit_onnx._artifact import deploy_plan, write_artifact
+from visionkit_onnx._artifact import deploy_plan_for, write_artifact
 from visionkit_onnx._build import Built
 from visionkit_onnx._runtime import OrtForward, check_gate, make_session, prepare, primary
 
@@ -56,13 +57,7 @@ def export(
     plan, reason = None, None
     if want is not False:
         try:
-            specs = export_specs_of(backend)
-            plan = deploy_plan(backend, specs[0]) if len(specs) == 1 else None
-            if plan is None:
-                raise ExportNotSupportedError(
-                    f"Backend {getattr(backend, 'name', '?')!r} runs several networks; the deploy runtime "
-                    "runs one."
-                )
+            plan = deploy_plan_for(backend, export_specs_of(backend))
         except ExportNotSupportedError as exc:
             if want:
                 raise
@@ -96,6 +91,18 @@ def export(
                 "network_sha256": main_built.meta["sha256"],
             },
         }
+        others = [(spec, built) for spec, built in parts if spec is not main_spec]
+        for spec, built in others:  # SAM's prompt decoder: a plain network beside the artifact
+            _write(built, files[spec.stage])
+        if others:
+            plan = {
+                **plan,
+                "output": {
+                    **plan["output"],
+                    "decoder_file": files[others[0][0].stage].name,
+                    "decoder_sha256": others[0][1].meta["sha256"],
+                },
+            }
         _write_artifact(main_built, plan, info, out)
     else:
         for (_, built), path in zip(parts, files.values(), strict=True):

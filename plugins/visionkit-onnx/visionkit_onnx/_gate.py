@@ -2,27 +2,35 @@
 
 Metrics, in points (x100) so ``max_drop=1.5`` means 1.5 mAP points:
 
+Scored with the core's own tools, so a gate's number means what ``visionkit eval`` reports: predictions
+become COCO records through :func:`visionkit.coco.to_coco_results`, mAP is
+:func:`visionkit.evaluation.coco_metrics`, and mIoU comes from one confusion matrix over all gate images
+(:func:`visionkit.evaluation.confusion_matrix`), not a mean of per-image IoUs.
+
 * detectors: COCO mAP50-95 (pycocotools). With ``annotations=`` (COCO instances JSON) both runtimes
   are scored against the real boxes and the drop is ``mAP(fp32) - mAP(int8)``. Without, fp32's
   confident detections (conf >= 0.25) are the ground truth: fp32 scores ~100 by construction and the
   drop says how far INT8 strays from it (stricter than a real-label drop).
 * classifiers: top-1 agreement with fp32 (fp32 = 100).
-* semantic segmenters: mIoU of the INT8 label maps against fp32's (fp32 = 100).
+* semantic segmenters: mIoU of the INT8 label maps against fp32's over the whole gate set (fp32 = 100).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError, Task, load_image
+from visionkit.coco import to_coco_results
+from visionkit.evaluation import COCO_MAX_DETS, coco_metrics, confusion_matrix, iou_from_confusion
 from visionkit_onnx._calib import BUNDLED, bundled_files, folder_fingerprint, image_files
 from visionkit_onnx._options import RuntimeOptions
 
@@ -95,102 +103,67 @@ def _predict_all(
     fields = getattr(type(backend.options), "model_fields", {})
     if task is Task.DETECT and "conf" in fields:
         overrides["conf"] = 0.001  # the mAP protocol scores the whole precision-recall curve
-    saved = backend.__dict__.get("forward")
-    backend.forward = forward
-    try:
+    with backend.stage_replaced("forward", forward):
         return [backend.predict(im, task, **overrides) for im in images]
-    finally:
-        if saved is None:
-            del backend.forward
-        else:
-            backend.forward = saved
 
 
-def _coco_map(gt: dict[str, Any], dets: list[dict[str, Any]]) -> float:
+def coco_map(gt: dict[str, Any], records: list[dict[str, Any]], image_ids: Sequence[int]) -> float:
+    """COCO AP@[.5:.95] in 0-1 from :func:`visionkit.evaluation.coco_metrics` (0 when nothing to score)."""
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    if not dets or not gt["annotations"]:
+    if not gt["annotations"]:
         return 0.0
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+    with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
         coco.createIndex()
-        res = coco.loadRes(dets)
-        ev = COCOeval(coco, res, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return max(0.0, float(ev.stats[0]))
+    ap = coco_metrics(coco, records, "bbox", image_ids=image_ids, max_dets=COCO_MAX_DETS).ap
+    return max(0.0, ap or 0.0)
 
 
-def _as_coco(
-    results: list[Any], image_ids: list[int], cat_of: Callable[[int, str], int | None]
-) -> list[dict]:
-    out = []
-    for det, img_id in zip(results, image_ids, strict=True):
-        for box, score, cid, cname in zip(
-            det.xyxy, det.confidence, det.class_id, det.class_name, strict=True
-        ):
-            cat = cat_of(int(cid), cname)
-            if cat is None:
-                continue
-            x1, y1, x2, y2 = (float(v) for v in box)
-            out.append(
-                {
-                    "image_id": img_id,
-                    "category_id": cat,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": float(score),
-                }
-            )
-    return out
-
-
-def _detection(
-    ref: list[Any], cand: list[Any], images: list[np.ndarray], coco: dict | None
-) -> dict[str, Any]:
-    if coco is not None:
-        name_to_id = {c["name"]: c["id"] for c in coco["categories"]}
-        ids = [im["id"] for im in coco["images"]]
-        gt = {**coco, "annotations": [dict(a, id=i + 1) for i, a in enumerate(coco["annotations"])]}
-        r = _coco_map(gt, _as_coco(ref, ids, lambda _c, n: name_to_id.get(n)))
-        c = _coco_map(gt, _as_coco(cand, ids, lambda _c, n: name_to_id.get(n)))
-        return {"metric": "mAP50-95", "against": "annotations", "reference": 100 * r, "candidate": 100 * c}
+def pseudo_ground_truth(ref: list[Any], images: list[np.ndarray]) -> dict[str, Any]:
+    """fp32's confident detections (confidence >= ``PSEUDO_GT_CONF``) as a COCO ground truth, ids ``1..n``."""
     ids = list(range(1, len(images) + 1))
-    anns: list[dict[str, Any]] = []
-    for det, img_id in zip(ref, ids, strict=True):
-        for box, score, cid in zip(det.xyxy, det.confidence, det.class_id, strict=True):
-            if score >= PSEUDO_GT_CONF:
-                x1, y1, x2, y2 = (float(v) for v in box)
-                w, h = x2 - x1, y2 - y1
-                anns.append(
-                    {
-                        "id": len(anns) + 1,
-                        "image_id": img_id,
-                        "category_id": int(cid) + 1,
-                        "bbox": [x1, y1, w, h],
-                        "area": w * h,
-                        "iscrowd": 0,
-                    }
-                )
+    confident = [det[det.confidence >= PSEUDO_GT_CONF] for det in ref]
+    cids = {int(c) for det in confident for c in det.class_id}
+    records = to_coco_results(confident, ids, class_to_category={c: c + 1 for c in cids})
+    anns = [
+        {**r, "id": i, "area": r["bbox"][2] * r["bbox"][3], "iscrowd": 0}
+        for i, r in enumerate(records, start=1)
+    ]
     if not anns:
         raise BackendError(
             f"The accuracy gate found no fp32 detection with confidence >= {PSEUDO_GT_CONF} on its "
             f"{len(images)} images, so there is nothing to compare against; pass val= with images of "
             "your domain, or annotations= with a COCO JSON."
         )
-    cats = sorted({a["category_id"] for a in anns} | {int(c) + 1 for d in cand for c in d.class_id})
-    gt = {
+    return {
         "images": [
             {"id": i, "width": int(im.shape[1]), "height": int(im.shape[0])}
             for i, im in zip(ids, images, strict=True)
         ],
         "annotations": anns,
-        "categories": [{"id": c, "name": str(c)} for c in cats],
+        "categories": [],  # filled by the caller with every class either runtime emits
     }
-    r = _coco_map(gt, _as_coco(ref, ids, lambda c, _n: c + 1))
-    c = _coco_map(gt, _as_coco(cand, ids, lambda c, _n: c + 1))
+
+
+def _detection(
+    ref: list[Any], cand: list[Any], images: list[np.ndarray], coco: dict | None
+) -> dict[str, Any]:
+    if coco is not None:
+        ids = [im["id"] for im in coco["images"]]
+        gt = {**coco, "annotations": [dict(a, id=i + 1) for i, a in enumerate(coco["annotations"])]}
+        cats = coco["categories"]
+        r = coco_map(gt, to_coco_results(ref, ids, categories=cats), ids)
+        c = coco_map(gt, to_coco_results(cand, ids, categories=cats), ids)
+        return {"metric": "mAP50-95", "against": "annotations", "reference": 100 * r, "candidate": 100 * c}
+    ids = list(range(1, len(images) + 1))
+    gt = pseudo_ground_truth(ref, images)
+    cids = {int(c) for d in [*ref, *cand] for c in d.class_id}
+    gt["categories"] = [{"id": c + 1, "name": str(c + 1)} for c in sorted(cids)]
+    to_cat = {c: c + 1 for c in cids}
+    r = coco_map(gt, to_coco_results(ref, ids, class_to_category=to_cat), ids)
+    c = coco_map(gt, to_coco_results(cand, ids, class_to_category=to_cat), ids)
     return {
         "metric": "mAP50-95",
         "against": f"fp32 detections with confidence >= {PSEUDO_GT_CONF}",
@@ -204,19 +177,24 @@ def _classification(ref: list[Any], cand: list[Any]) -> dict[str, Any]:
     return {"metric": "top-1", "against": "fp32 top-1", "reference": 100.0, "candidate": 100 * float(agree)}
 
 
-def _semantic(ref: list[Any], cand: list[Any]) -> dict[str, Any]:
-    ious = []
+def mean_iou(ref: list[Any], cand: list[Any]) -> float:
+    """mIoU (0-1) of ``cand``'s label maps against ``ref``'s: one confusion matrix over every image, as
+    ``visionkit eval`` computes it (classes absent from both are left out of the mean)."""
+    labels = [int(np.max(m.label_map)) for m in [*ref, *cand] if np.size(m.label_map)]
+    n = max([len(m.class_names) for m in ref] + [max(labels, default=0) + 1])
+    cm = np.zeros((n, n), np.int64)
     for r, c in zip(ref, cand, strict=True):
-        a, b = np.asarray(r.label_map), np.asarray(c.label_map)
-        for k in np.union1d(np.unique(a), np.unique(b)):
-            inter = np.logical_and(a == k, b == k).sum()
-            union = np.logical_or(a == k, b == k).sum()
-            ious.append(inter / union)
+        cm += confusion_matrix(np.asarray(r.label_map), np.asarray(c.label_map), n)
+    iou = iou_from_confusion(cm)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
+
+
+def _semantic(ref: list[Any], cand: list[Any]) -> dict[str, Any]:
     return {
         "metric": "mIoU",
         "against": "fp32 label maps",
         "reference": 100.0,
-        "candidate": 100 * float(np.mean(ious)),
+        "candidate": 100 * mean_iou(ref, cand),
     }
 
 

@@ -1,9 +1,10 @@
 """``wrap``: run a loaded, exportable backend's network in ONNX Runtime (fp32 or INT8).
 
-Only ``forward`` changes (an instance attribute replacing the torch one); ``preprocess`` and
-``postprocess`` stay the backend's, so results keep their types, coordinates and options. A backend
-with several networks (``export_specs()``, e.g. SAM's encoder and prompt decoder) gets one session per
-network, each replacing the stage its spec names.
+Only ``forward`` changes, installed through the backend's runtime slot
+(:meth:`visionkit.Backend.install_runtime`); ``preprocess`` and ``postprocess`` stay the backend's, so
+results keep their types, coordinates and options. A backend with several networks (``export_specs()``,
+e.g. SAM's encoder and prompt decoder) gets one session per network, each replacing the stage its spec
+names. ``backend.runtime`` then reports what runs them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError
+from visionkit.backend import install_runtime
 from visionkit.export import ExportNotSupportedError, ExportSpec, export_specs_of
 from visionkit_onnx._build import Built, build_model, write_meta
 from visionkit_onnx._calib import model_feeds
@@ -260,10 +262,7 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
             gate = check_gate(
                 backend, forwards[spec.stage], getattr(backend, spec.stage), opts, built, precision
             )
-    for stage, forward in forwards.items():
-        setattr(backend, stage, forward)
-    backend.precision = precision
-    backend.runtime = {
+    runtime = {
         "name": "onnxruntime",
         "precision": precision,
         **describe(main_built),
@@ -272,4 +271,5 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
         "stages": {spec.stage: describe(built) for spec, built in parts},
         **settings,
     }
+    install_runtime(backend, runtime, forwards)
     return backend

@@ -70,7 +70,7 @@ def _version(dist: str) -> str:
 
 def versions(int8: bool) -> dict[str, str]:
     """Versions that change a conversion (and, for INT8, a quantization)."""
-    dists = ["torch", "onnx", "openvino", "visionkit", "visionkit-openvino"] + (["nncf"] if int8 else [])
+    dists = ["torch", "onnx", "openvino", "visionkit-core", "visionkit-openvino"] + (["nncf"] if int8 else [])
     return {d: _version(d) for d in dists}
 
 

@@ -1,13 +1,16 @@
 """The accuracy gate: score a candidate network against the float torch network on real images.
 
-Metrics are in points (x100), so ``max_drop=1.0`` means one mAP point:
+Metrics are in points (x100), so ``max_drop=1.0`` means one mAP point. They are the core's own, so a
+gate's number means what ``visionkit eval`` reports:
 
-* detectors: COCO mAP50-95 with pycocotools, predictions turned into COCO records by
-  :func:`visionkit.coco.to_coco_results`. With ``annotations=`` both networks are scored against the
+* detectors: COCO mAP50-95 from :func:`visionkit.evaluation.coco_metrics`, predictions turned into COCO
+  records by :func:`visionkit.coco.to_coco_results`. With ``annotations=`` both networks are scored against the
   real boxes; without, torch fp32's detections with confidence >= 0.25 are the ground truth (fp32
   scores ~100 by construction; the drop says how far the candidate strays from it).
 * classifiers: top-1 agreement with torch fp32 (fp32 = 100).
-* semantic segmenters: mIoU of the candidate's label maps against torch fp32's (fp32 = 100).
+* semantic segmenters: mIoU of the candidate's label maps against torch fp32's, from one confusion
+  matrix over all gate images (:func:`visionkit.evaluation.confusion_matrix`), as ``visionkit eval``
+  computes it (fp32 = 100).
 
 The same scorer is NNCF's validation function for accuracy-aware INT8 (:meth:`GateData.validate`).
 """
@@ -28,6 +31,7 @@ import numpy as np
 
 from visionkit import BackendError, InvalidOptionError, Task, load_image
 from visionkit.coco import to_coco_results
+from visionkit.evaluation import COCO_MAX_DETS, coco_metrics, confusion_matrix, iou_from_confusion
 from visionkit_openvino._calib import folder_fingerprint, image_files, synthetic_images
 from visionkit_openvino._options import RuntimeOptions
 
@@ -50,21 +54,29 @@ def gate_task(backend: Any) -> Task:
 
 
 def _coco_map(gt: dict[str, Any], records: list[dict[str, Any]], image_ids: Sequence[int]) -> float:
+    """COCO AP@[.5:.95] in 0-1 from :func:`visionkit.evaluation.coco_metrics` (0 when nothing to score)."""
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    if not records or not gt["annotations"]:
+    if not gt["annotations"]:
         return 0.0
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
         coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(records), "bbox")
-        ev.params.imgIds = list(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return max(0.0, float(ev.stats[0]))
+    ap = coco_metrics(coco, records, "bbox", image_ids=image_ids, max_dets=COCO_MAX_DETS).ap
+    return max(0.0, ap or 0.0)
+
+
+def mean_iou(ref: Sequence[Any], cand: Sequence[Any]) -> float:
+    """mIoU (0-1) of ``cand``'s label maps against ``ref``'s: one confusion matrix over every image, as
+    ``visionkit eval`` computes it (classes absent from both are left out of the mean)."""
+    labels = [int(np.max(m.label_map)) for m in [*ref, *cand] if np.size(m.label_map)]
+    n = max([len(m.class_names) for m in ref] + [max(labels, default=0) + 1])
+    cm = np.zeros((n, n), np.int64)
+    for r, c in zip(ref, cand, strict=True):
+        cm += confusion_matrix(np.asarray(r.label_map), np.asarray(c.label_map), n)
+    iou = iou_from_confusion(cm)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
 
 
 class GateData:
@@ -138,16 +150,16 @@ class GateData:
             return None
         if self.coco is not None:
             return self.coco
-        anns: list[dict[str, Any]] = []
-        for img_id, det in enumerate(self.reference, start=1):
-            for box, score, cid in zip(det.xyxy, det.confidence, det.class_id, strict=True):
-                if score >= PSEUDO_GT_CONF:
-                    x1, y1, x2, y2 = (float(v) for v in box)
-                    w, h = x2 - x1, y2 - y1
-                    anns.append(
-                        {"id": len(anns) + 1, "image_id": img_id, "category_id": int(cid) + 1,
-                         "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0}
-                    )  # fmt: skip
+        # fp32's confident detections, exported by the core's COCO bridge
+        confident = [det[det.confidence >= PSEUDO_GT_CONF] for det in self.reference]
+        cids = {int(c) for det in confident for c in det.class_id}
+        records = to_coco_results(
+            confident, list(range(1, len(confident) + 1)), class_to_category={c: c + 1 for c in cids}
+        )
+        anns = [
+            {**r, "id": i, "area": r["bbox"][2] * r["bbox"][3], "iscrowd": 0}
+            for i, r in enumerate(records, start=1)
+        ]
         if not anns:
             raise BackendError(
                 f"The accuracy gate found no fp32 detection with confidence >= {PSEUDO_GT_CONF} on its "
@@ -182,16 +194,9 @@ class GateData:
         fields = getattr(type(self.backend.options), "model_fields", {})
         if self.task is Task.DETECT and "conf" in fields:
             overrides["conf"] = 0.001  # the mAP protocol scores the whole precision-recall curve
-        saved = self.backend.__dict__.get("forward")
-        self.backend.forward = forward
-        try:
-            idx = range(len(self.images)) if indices is None else indices
+        idx = range(len(self.images)) if indices is None else indices
+        with self.backend.stage_replaced("forward", forward):
             return [self.backend.predict(self.images[i], self.task, **overrides) for i in idx]
-        finally:
-            if saved is None:
-                del self.backend.forward
-            else:
-                self.backend.forward = saved
 
     def score(self, results: list[Any], indices: Sequence[int] | None = None) -> float:
         """The metric (points) of ``results``, the predictions on the images ``indices`` (default all)."""
@@ -210,12 +215,7 @@ class GateData:
         if self.task is Task.CLASSIFY:
             agree = [int(r.class_id[0]) == int(c.class_id[0]) for r, c in zip(ref, results, strict=True)]
             return 100 * float(np.mean(agree))
-        ious = []
-        for r, c in zip(ref, results, strict=True):
-            a, b = np.asarray(r.label_map), np.asarray(c.label_map)
-            for k in np.union1d(np.unique(a), np.unique(b)):
-                ious.append(np.logical_and(a == k, b == k).sum() / np.logical_or(a == k, b == k).sum())
-        return 100 * float(np.mean(ious))
+        return 100 * mean_iou(ref, results)
 
     def latency_ms(self, forward: Callable[..., Any], repeats: int = 5) -> float:
         """Median milliseconds of ``forward`` on the first gate image's input (after one warm-up)."""

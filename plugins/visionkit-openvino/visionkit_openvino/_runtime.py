@@ -1,9 +1,9 @@
 """``wrap``: run a loaded, exportable backend's network in OpenVINO (fp32, bf16 or INT8).
 
 Only the stages named by the backend's export specs change (``forward``, and e.g. SAM's
-``decoder_forward``): each becomes an :class:`OvForward`, an instance attribute replacing the torch
-method. ``preprocess`` and ``postprocess`` stay the backend's, so results keep their types,
-coordinates and options.
+``decoder_forward``): each becomes an :class:`OvForward`, installed through the backend's runtime slot
+(:meth:`visionkit.Backend.install_runtime`). ``preprocess`` and ``postprocess`` stay the backend's, so
+results keep their types, coordinates and options.
 
 Precision is set, never left to OpenVINO's defaults: on a CPU with AMX or AVX512-BF16, OpenVINO runs
 an "fp32" model in bf16 unless told otherwise. Every compiled model is given
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError
+from visionkit.backend import install_runtime
 from visionkit.export import ExportNotSupportedError, ExportSpec, export_specs_of
 from visionkit_openvino._build import AccuracyControl, Built, build_model, output_structure, write_meta
 from visionkit_openvino._calib import model_feeds
@@ -289,11 +290,8 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
                 "Calibrate on more images of your domain (calib=...), raise accuracy_control_iterations, "
                 "or use precision='fp32'."
             )
-    for stage, forward in forwards.items():
-        setattr(backend, stage, forward)
     quant = main_built.meta.get("quantization") or {}
-    backend.precision = ran
-    backend.runtime = {
+    runtime = {
         "name": "openvino",
         "precision": ran,
         "requested_precision": precision,
@@ -308,4 +306,5 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
         "default_threads": default_threads(),
         "openvino": ov.get_version(),
     }
+    install_runtime(backend, runtime, forwards)
     return backend

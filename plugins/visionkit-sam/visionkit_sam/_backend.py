@@ -1,6 +1,7 @@
 """SAM and MobileSAM as visionkit backends: prompt segmentation with cached image embeddings.
 
-Stages (the :class:`visionkit.Backend` contract), with the heavy encoder separate from the light decoder::
+Stages (the :class:`visionkit.Backend` contract, driven by :class:`visionkit.backend.SegmentsPrompts`),
+with the heavy encoder separate from the light decoder::
 
     image  → preprocess  → resize longest side to image_size (PIL, as SamPredictor), normalise, pad
            → forward     → image encoder → (1, 256, image_size/16, image_size/16) embedding   [cached]
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from copy import deepcopy as copy_module
@@ -45,13 +45,14 @@ from visionkit import (
     Task,
     load_image,
 )
-from visionkit.backend import check_limit
+from visionkit.backend import Encoded, SegmentsPrompts, check_limit
+from visionkit.devices import resolve_torch_device
 from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit.images import as_batch
+from visionkit.prompts import Prompts, parse_prompts
 from visionkit_sam._decoder import PAD_LABEL, SamDecoderNet
 from visionkit_sam._model import ModelConfig, load_model
 from visionkit_sam._options import LOAD_TIME_OPTIONS, MobileSamOptions, SamAutoOptions, SamOptions
-from visionkit_sam._prompts import Prompts, parse_prompts
 
 __all__ = [
     "EmbeddingCache",
@@ -60,12 +61,6 @@ __all__ = [
     "SamBackend",
     "SamEmbedding",
 ]
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class SafeResizeLongestSide(ResizeLongestSide):
@@ -118,7 +113,7 @@ class SamEmbedding:
 
 
 class EmbeddingCache:
-    """A bounded, thread-safe LRU of image embeddings keyed by image content.
+    """A bounded, thread-safe LRU of image embeddings (:class:`visionkit.backend.Encoded`) keyed by image content.
 
     Concurrent requests for the same image wait for the first one's encoder run instead of
     running the encoder again. ``maxsize=0`` disables caching.
@@ -126,13 +121,13 @@ class EmbeddingCache:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[str, SamEmbedding] = OrderedDict()
+        self._data: OrderedDict[str, Any] = OrderedDict()
         self._inflight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, key: str, compute: Callable[[], SamEmbedding]) -> tuple[SamEmbedding, bool]:
+    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """Return ``(embedding, was_cached)``, running ``compute`` only on a miss."""
         if self.maxsize == 0:
             with self._lock:
@@ -188,6 +183,7 @@ class _SamModelMixin:
     """Loads the network and runs the encoder stages; shared by the prompt and automatic backends."""
 
     random_default: ClassVar[str] = "tiny"
+    native_runtime: ClassVar[str] = "torch"
     model: Any
     config: ModelConfig
     torch_device: torch.device
@@ -208,7 +204,7 @@ class _SamModelMixin:
         )
         # A checkpoint's own size (read from its position embedding) is held to the same limit.
         check_limit("max_image_size", cfg.image_size, options.max_image_size, what="encoder image_size")
-        self.torch_device = _device(self.device)  # type: ignore[attr-defined]
+        self.torch_device = resolve_torch_device(self.device)  # type: ignore[attr-defined]
         self.model = model.to(self.torch_device)
         self.config = cfg
         self.model_type = cfg.model_type
@@ -217,7 +213,7 @@ class _SamModelMixin:
         self.decoder = SamDecoderNet(self.model).eval()
 
 
-class SamBackend(_SamModelMixin, Backend[SamOptions]):
+class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
     """Promptable segmentation with SAM (vit_b / vit_l / vit_h checkpoints, or MobileSAM's)."""
 
     name = "sam"
@@ -271,18 +267,9 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             for i, m in enumerate(batch.metas)
         ]
 
-    def _encode(self, image: np.ndarray, key: str, stages: dict[str, float] | None = None) -> SamEmbedding:
-        """Run the encoder stages on one image under the backend's lock; ``stages`` receives their ms."""
-        with self.lock:
-            t0 = time.perf_counter()
-            batch = self.preprocess([image], self.options, [key])
-            t1 = time.perf_counter()
-            raw = self.forward(batch.inputs)
-            t2 = time.perf_counter()
-            emb = self.postprocess(raw, batch, Task.SEGMENT_PROMPT)[0]
-        if stages is not None:
-            stages.update(preprocess=(t1 - t0) * 1e3, forward=(t2 - t1) * 1e3)
-        return emb
+    def _encode(self, image: np.ndarray, key: str) -> Encoded[SamEmbedding]:
+        """The encoder stages on one image (under the backend's lock), with their milliseconds."""
+        return self.encode_stages(image, keys=[key])
 
     def embed(self, images: Any) -> Any:
         """Run the encoder (or reuse the cache) and return a :class:`SamEmbedding` per image.
@@ -296,21 +283,22 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
         """
         inputs, single = as_batch(images)
         check_limit("max_images", len(inputs), self.options.max_images, what="images in one call")
-        out = [self._embedding(x, {})[0] for x in inputs]
+        out = [self.encode_image(x).embedding for x in inputs]
         return out[0] if single else out
 
-    def _embedding(self, image: Any, stages: dict[str, float]) -> tuple[SamEmbedding, bool]:
-        """The image's embedding and whether it was reused; ``stages`` gets the encoder's ms on a miss."""
+    def encode_image(self, image: Any) -> Encoded[SamEmbedding]:
+        """The image's embedding: a handle from :meth:`embed`, the cache, or the encoder (timed)."""
         if isinstance(image, SamEmbedding):
             if image.owner != self._owner:
                 raise InvalidPromptError(
                     "The SamEmbedding was made by another model; embed the image with this backend's embed()."
                 )
-            return image, True
+            return Encoded(image, image.original_size, cached=True)
         array = load_image(image)
         key = image_key(array)
         # Not under the lock: a thread waiting here for another's encoder run must not block it.
-        return self.cache.get_or_compute(key, lambda: self._encode(array, key, stages))
+        encoded, cached = self.cache.get_or_compute(key, lambda: self._encode(array, key))
+        return encoded.reused() if cached else encoded
 
     def cache_info(self) -> dict[str, int]:
         """Embedding cache counters: ``hits``, ``misses``, ``size``, ``maxsize``."""
@@ -403,40 +391,47 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
             predicted IoU (best first within each prompt), ``prompt_index``, ``logits`` (n, S/4, S/4).
 
         Raises:
-            InvalidPromptError: see :func:`visionkit_sam._prompts.parse_prompts`.
+            InvalidPromptError: see :func:`visionkit.prompts.parse_prompts`.
             InvalidImageError: the image cannot be read.
         """
-        t0 = time.perf_counter()
-        stages = {"preprocess": 0.0, "forward": 0.0}
-        embedding, cached = self._embedding(image, stages)
-        t1 = time.perf_counter()
-        multi = self.options.multimask_output if multimask_output is None else multimask_output
-        prompts = parse_prompts(
+        return super().segment_prompt(
+            image,
             points=points,
             labels=labels,
             boxes=boxes,
             mask_input=mask_input,
-            multimask_output=multi,
-            image_shape=embedding.original_size,
+            multimask_output=multimask_output,
+        )
+
+    def parse_prompts(
+        self,
+        encoded: Encoded[SamEmbedding],
+        *,
+        points: Any,
+        labels: Any,
+        boxes: Any,
+        mask_input: Any,
+        multimask_output: bool | None,
+    ) -> Prompts:
+        """The shared prompt grammar (:func:`visionkit.prompts.parse_prompts`) with this model's limits."""
+        return parse_prompts(
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=self.options.multimask_output if multimask_output is None else multimask_output,
+            image_shape=encoded.image_shape,
             low_res_size=self.config.low_res_size,
             max_points=self.options.max_points,
             max_prompts=self.options.max_prompts,
         )
-        with self.lock:
-            low_res, iou = self.decode(embedding, prompts)
-            t2 = time.perf_counter()
-            result = self._to_result(embedding, prompts, low_res, iou)
-            t3 = time.perf_counter()
-            if cached:
-                stages = {"preprocess": 0.0, "forward": 0.0}
-            self.last_timing = {
-                **stages,
-                "embed_total": (t1 - t0) * 1e3,
-                "decode": (t2 - t1) * 1e3,
-                "postprocess": (t3 - t2) * 1e3,
-                "cache_hit": float(cached),
-            }
-        return result
+
+    def prompt_result(
+        self, encoded: Encoded[SamEmbedding], prompts: Prompts, raw: tuple[torch.Tensor, torch.Tensor]
+    ) -> PromptMasks:
+        """Masks upscaled to the image, best first within each prompt, with scores and logits."""
+        low_res, iou = raw
+        return self._to_result(encoded.embedding, prompts, low_res, iou)
 
     def _to_result(
         self, emb: SamEmbedding, prompts: Prompts, low_res: torch.Tensor, iou: torch.Tensor
@@ -542,7 +537,7 @@ class SamBackend(_SamModelMixin, Backend[SamOptions]):
         """Decoder inputs for static-INT8 calibration: the image's embedding, a 3x3 grid of clicks."""
         image = images[0]
         h, w = image.shape[:2]
-        embedding = self._encode(image, image_key(image))
+        embedding = self._encode(image, image_key(image)).embedding
         xs, ys = np.meshgrid(np.linspace(0.2, 0.8, 3) * w, np.linspace(0.2, 0.8, 3) * h)
         clicks = np.stack([xs.ravel(), ys.ravel()], axis=1)[:, None, :]
         prompts = parse_prompts(

@@ -50,7 +50,7 @@ def test_specs_match_torchvision(entry: object) -> None:
     if isinstance(spec.categories, tuple):
         assert spec.categories == names  # the copies in _catalog have not drifted
     else:
-        assert spec.categories == "imagenet-1k" and len(names) == 1000
+        assert spec.categories == "imagenet1k" and len(names) == 1000  # the canonical tag
 
 
 def test_category_copies() -> None:

@@ -230,7 +230,6 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         self._default_sizes = (tuple(transform.min_size), int(transform.max_size))
         rpn = getattr(self.model, "rpn", None)
         self._default_proposals = int(rpn._post_nms_top_n["testing"]) if rpn is not None else 0
-        self._graph_options: dict[str, Any] | None = None
         self._configure(self.options)
 
     def _configure(self, options: DetectionOptions) -> None:
@@ -333,12 +332,13 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
                 results.append(Detections(**fields))
         return results
 
+    def _baked_options(self) -> dict[str, Any]:
+        """The load-time options an exported graph bakes in (they are part of its cache key)."""
+        return {k: getattr(self.options, k) for k in _GRAPH_OPTIONS}
+
     def _check_graph_options(self, options: Any) -> None:
         """Refuse per-call options an exported graph cannot honour (they are baked in at export)."""
-        baked = self._graph_options
-        if baked is None:
-            return
-        for key, value in baked.items():
+        for key, value in self._baked_options().items():
             now = getattr(options, key)
             stricter = (key == "score_threshold" and now >= value) or (
                 key == "detections_per_image" and now <= value
@@ -362,19 +362,8 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
         """
         masks = isinstance(self, TorchvisionInstanceSegmenter)
         options = self.options
-        self._configure(options)
-        self._graph_options = {
-            k: getattr(options, k)
-            for k in (
-                "score_threshold",
-                "nms_threshold",
-                "detections_per_image",
-                "proposals",
-                "min_size",
-                "max_size",
-            )
-        }
-        knobs = "-".join(f"{v}" for v in self._graph_options.values())
+        self._configure(options)  # trace with the load-time settings, whatever the last call used
+        knobs = "-".join(f"{v}" for v in self._baked_options().values())
         h, w = self._fixed_size or (240, 320)
         outputs = ["boxes", "labels", "scores", *(["masks"] if masks else []), "count"]
         dynamic: dict[str, dict[int, str]] = {"images": {2: "height", 3: "width"}}
@@ -394,6 +383,17 @@ class TorchvisionDetector(_TorchvisionBackend, Detects):
                 "scores and boxes far from fp32 when tried. Use precision='fp32' with runtime='onnxruntime'."
             ),
         )
+
+
+#: Detector options an exported graph bakes in at export time.
+_GRAPH_OPTIONS = (
+    "score_threshold",
+    "nms_threshold",
+    "detections_per_image",
+    "proposals",
+    "min_size",
+    "max_size",
+)
 
 
 class TorchvisionInstanceSegmenter(TorchvisionDetector, SegmentsInstances):

@@ -66,16 +66,9 @@ class BuiltModel:
 
 def resolve_device(device: str) -> torch.device:
     """Turn visionkit's device string into a ``torch.device`` (``"auto"`` picks cuda, then mps, then cpu)."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidOptionError(
-            f"Device {device!r} was requested but torch sees no CUDA device; use device='cpu'."
-        )
-    return torch.device(device)
+    from visionkit.devices import resolve_torch_device
+
+    return resolve_torch_device(device)
 
 
 _FAMILY_MODULES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +177,8 @@ def test_checkpoint_round_trip_in_the_official_layout(sam2: Any, tmp_path: Path)
 
 def test_track_cli_with_box_and_point_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cv2")
-    from visionkit._cli_track import video_prompts
     from visionkit.cli import main
+    from visionkit.cli._track import video_prompts
     from visionkit.tracking import VideoWriter
 
     assert video_prompts(["0:1,2,3,4", "5@2:1,1,9,9"], ["5@2:4,4", "5@2:6,6:0", "3:7,7"]) == {
@@ -206,7 +207,7 @@ def test_track_cli_with_box_and_point_prompts(tmp_path: Path, capsys: pytest.Cap
         "--quiet",
     ]
     assert main(argv) == 0
-    records = [line for line in out.read_text().splitlines() if line]
-    assert len(records) == 4 and '"type": "InstanceMasks"' in records[0]
+    records = [json.loads(line) for line in out.read_text().splitlines() if line]
+    assert len(records) == 4 and records[0]["type"] == "InstanceMasks"
     assert main(["track", "sam2", str(clip), "--weights", "none", "--point", "0:500,1"]) == 2
     assert "outside" in capsys.readouterr().err

@@ -210,7 +210,13 @@ def test_cuda_without_gpu() -> None:
 def test_registration_is_lazy_and_complete() -> None:
     reg = registry()
     names = {s.name for s in reg.specs()}
-    assert names == {"detr", "rtdetr", "detr-panoptic", "segformer", "sam2", "vit"}
+    assert names == {"detr", "rtdetr", "detr-panoptic", "segformer", "sam2", "vit"} | {
+        "owlv2",
+        "owlvit",
+        "grounding-dino",
+        "mm-grounding-dino",
+        "omdet-turbo",
+    }
     for spec in reg.specs():
         assert spec.requires == ("transformers", "torch") and spec.default_weights and spec.options
     assert reg.get("detr").default_weights == "facebook/detr-resnet-50"

@@ -1,6 +1,7 @@
 """visionkit plugin for Hugging Face ``transformers`` vision models.
 
-Registers ``detr``, ``rtdetr``, ``detr-panoptic``, ``segformer``, ``sam2`` and ``vit``. Only import strings are
+Registers ``detr``, ``rtdetr``, ``detr-panoptic``, ``segformer``, ``sam2``, ``vit`` and the text-prompted
+detectors ``owlv2``, ``owlvit``, ``grounding-dino``, ``mm-grounding-dino`` and ``omdet-turbo``. Only import strings are
 registered here: ``torch`` and ``transformers`` are imported when a user calls ``visionkit.load``.
 """
 
@@ -42,6 +43,49 @@ def register_backends(register: Any) -> None:
         options=f"{_PKG}._options:DetectionOptions",
         aliases=("hf-detector",),
         **common,
+    )
+    text: dict[str, Any] = {**common, "tasks": ("detect",), "prompt_types": ("text",)}
+    register(
+        "owlv2",
+        f"{_PKG}._openvocab:Owlv2Backend",
+        description="OWLv2 open-vocabulary detector (Owlv2ForObjectDetection): finds what classes=[...] names.",
+        default_weights="google/owlv2-base-patch16-ensemble",
+        options=f"{_PKG}._options:OwlOptions",
+        **text,
+    )
+    register(
+        "owlvit",
+        f"{_PKG}._openvocab:OwlViTBackend",
+        description="OWL-ViT open-vocabulary detector (OwlViTForObjectDetection): finds what classes=[...] names.",
+        default_weights="google/owlvit-base-patch32",
+        options=f"{_PKG}._options:OwlOptions",
+        aliases=("owl-vit",),
+        **text,
+    )
+    register(
+        "grounding-dino",
+        f"{_PKG}._openvocab:GroundingDinoBackend",
+        description="Grounding DINO open-vocabulary detector (GroundingDinoForObjectDetection): classes=[...].",
+        default_weights="IDEA-Research/grounding-dino-tiny",
+        options=f"{_PKG}._options:GroundingDinoOptions",
+        aliases=("groundingdino",),
+        **text,
+    )
+    register(
+        "mm-grounding-dino",
+        f"{_PKG}._openvocab:MMGroundingDinoBackend",
+        description="MM-Grounding-DINO open-vocabulary detector (MMGroundingDinoForObjectDetection): classes=[...].",
+        default_weights="openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+        options=f"{_PKG}._options:GroundingDinoOptions",
+        **text,
+    )
+    register(
+        "omdet-turbo",
+        f"{_PKG}._openvocab:OmDetTurboBackend",
+        description="OmDet-Turbo real-time open-vocabulary detector (OmDetTurboForObjectDetection): classes=[...].",
+        default_weights="omlab/omdet-turbo-swin-tiny-hf",
+        options=f"{_PKG}._options:OmDetTurboOptions",
+        **text,
     )
     register(
         "detr-panoptic",

@@ -116,15 +116,9 @@ def _keep_best(scores: np.ndarray, limit: int | None) -> np.ndarray:
 
 
 def _torch_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidOptionError(
-            f"Device {device!r} was requested, but torch sees no CUDA device; use 'cpu'."
-        )
-    return torch.device(device)
+    from visionkit.devices import resolve_torch_device
+
+    return resolve_torch_device(device)
 
 
 class _HFBackend(Backend[Any]):
@@ -313,22 +307,7 @@ class _HFBackend(Backend[Any]):
 
     # -- stages ---------------------------------------------------------------------------------
     def _size_kwargs(self, opts: HFOptions) -> dict[str, Any]:
-        if opts.image_size is not None:
-            h, w = (opts.image_size, opts.image_size) if isinstance(opts.image_size, int) else opts.image_size
-            return {"size": {"height": h, "width": w}}
-        if opts.shortest_edge is None and opts.longest_edge is None:
-            return {}
-        current = {k: v for k, v in dict(self.processor.size).items() if v is not None}
-        if "shortest_edge" not in current:
-            raise InvalidOptionError(
-                f"Backend {self.name!r} resizes to a fixed size {current}; set image_size=(height, width) "
-                "instead of shortest_edge/longest_edge."
-            )
-        size = {"shortest_edge": opts.shortest_edge or current["shortest_edge"]}
-        longest = opts.longest_edge or current.get("longest_edge")
-        if longest is not None:
-            size["longest_edge"] = max(longest, size["shortest_edge"])
-        return {"size": size}
+        return size_kwargs(self.name, opts, self.processor.size)
 
     def preprocess(self, images: list[np.ndarray], options: HFOptions) -> Batch[Any]:
         """Run the checkpoint's image processor on the whole list (one padded batch)."""
@@ -637,3 +616,23 @@ class ClassificationBackend(_HFBackend, Classifies):
                 )
             )
         return results
+
+
+def size_kwargs(name: str, opts: HFOptions, processor_size: Any) -> dict[str, Any]:
+    """The image processor's ``size=`` for the size options (``{}``: the processor's own)."""
+    if opts.image_size is not None:
+        h, w = (opts.image_size, opts.image_size) if isinstance(opts.image_size, int) else opts.image_size
+        return {"size": {"height": h, "width": w}}
+    if opts.shortest_edge is None and opts.longest_edge is None:
+        return {}
+    current = {k: v for k, v in dict(processor_size).items() if v is not None}
+    if "shortest_edge" not in current:
+        raise InvalidOptionError(
+            f"Backend {name!r} resizes to a fixed size {current}; set image_size=(height, width) "
+            "instead of shortest_edge/longest_edge."
+        )
+    size = {"shortest_edge": opts.shortest_edge or current["shortest_edge"]}
+    longest = opts.longest_edge or current.get("longest_edge")
+    if longest is not None:
+        size["longest_edge"] = max(longest, size["shortest_edge"])
+    return {"size": size}

@@ -9,14 +9,19 @@ from typing_extensions import Self
 
 from visionkit import BackendOptions
 from visionkit.backend import limit_option
+from visionkit.prompts import MAX_CLASSES
 
 __all__ = [
     "LOAD_TIME_OPTIONS",
     "ClassificationOptions",
     "DetectionOptions",
+    "GroundingDinoOptions",
     "HFOptions",
+    "OmDetTurboOptions",
+    "OwlOptions",
     "PanopticOptions",
     "SemanticOptions",
+    "TextPromptedOptions",
 ]
 
 
@@ -132,3 +137,59 @@ class ClassificationOptions(HFOptions):
     """Options of ``vit``."""
 
     top_k: int = Field(5, ge=1, description="Number of classes returned, most confident first.")
+
+
+class TextPromptedOptions(HFOptions):
+    """Options of the text-prompted (open-vocabulary) detectors: ``owlv2``, ``owlvit``, ``grounding-dino`` ...
+
+    ``classes`` is what to find, by name; give it at load time or per call (``detect(img, classes=[...])``).
+    """
+
+    classes: list[str] | None = Field(
+        None,
+        description="What to find, by name, e.g. ['red car', 'person']: class_name is the name, class_id its "
+        "index here. Required (at load time or per call).",
+    )
+    max_classes: int | None = limit_option(
+        MAX_CLASSES, "Most class names accepted in one call (each is a text query). None: unlimited."
+    )
+    threshold: float = Field(0.1, ge=0.0, le=1.0, description="Keep detections scoring above this.")
+    clip_boxes: bool = Field(
+        True,
+        description="Clip boxes to the image and drop those left with no area (transformers does not clip).",
+    )
+    max_detections: int | None = limit_option(
+        300, "Most detections returned per image, highest scores kept. None: all."
+    )
+
+
+class OwlOptions(TextPromptedOptions):
+    """Options of ``owlv2`` and ``owlvit`` (transformers' default threshold 0.1)."""
+
+
+class GroundingDinoOptions(TextPromptedOptions):
+    """Options of ``grounding-dino`` and ``mm-grounding-dino`` (transformers' default box threshold 0.25)."""
+
+    # Like DETR, a batch is padded to its largest image and padding changes the features near the edges,
+    # so boxes may differ with their batch-mates; one image per forward keeps each result its own.
+    batch_size: int = Field(
+        1, ge=1, description="Images per forward; above 1 boxes may change slightly with their batch-mates."
+    )
+    threshold: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Keep boxes whose best prompt-token score is above this (box threshold).",
+    )
+
+
+class OmDetTurboOptions(TextPromptedOptions):
+    """Options of ``omdet-turbo`` (transformers' defaults: threshold 0.3, NMS IoU 0.5)."""
+
+    threshold: float = Field(0.3, ge=0.0, le=1.0, description="Keep detections scoring above this.")
+    nms_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="IoU above which the weaker of two boxes of one class is suppressed (NMS).",
+    )

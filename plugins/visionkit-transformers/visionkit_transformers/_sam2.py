@@ -11,12 +11,17 @@ model can no longer read: pixels of past frames, and non-conditioning memories o
 attention window (``max(num_maskmem, max_object_pointers_in_encoder)`` frames). Prompted
 (conditioning) frames are kept. The masks are identical to transformers' own whole-video propagation
 (tested), and resident memory stays flat.
+
+Single images go through visionkit's prompt driver (:class:`visionkit.backend.SegmentsPrompts`): the
+encoder is this backend's preprocess (the processor) → forward (``get_image_embeddings``) →
+postprocess stages, and prompts follow the same grammar and checks as SAM's
+(:func:`visionkit.prompts.parse_prompts`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,13 +31,18 @@ from pydantic import Field
 from visionkit import (
     Backend,
     BackendOptions,
+    Batch,
     InstanceMasks,
     InvalidPromptError,
     LimitExceededError,
     PromptMasks,
+    ResultMeta,
     Task,
     load_image,
 )
+from visionkit.backend import Encoded, SegmentsPrompts
+from visionkit.devices import resolve_torch_device
+from visionkit.prompts import Prompts, parse_prompts
 from visionkit.tracking import TrackedFrame, iter_frames
 
 __all__ = ["Sam2Backend", "Sam2Options", "load_sam2", "tiny_sam2_configs"]
@@ -109,12 +119,21 @@ def _processor(image_size: int) -> Any:
     )
 
 
-class Sam2Backend(Backend[Sam2Options]):
+@dataclass(frozen=True, eq=False)
+class Sam2Embedding:
+    """One image through SAM 2's vision encoder: the per-level features and the image's size."""
+
+    features: list[Any]
+    original_size: tuple[int, int]
+
+
+class Sam2Backend(Backend[Sam2Options], SegmentsPrompts):
     """SAM 2: prompts on single images (a PromptSegmenter) and objects followed through videos."""
 
     name = "sam2"
     tasks: ClassVar[tuple[Task, ...]] = (Task.SEGMENT_PROMPT,)
     Options: ClassVar[type[BackendOptions]] = Sam2Options
+    native_runtime: ClassVar[str] = "torch"
 
     def __init__(self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any):
         super().__init__(weights=weights, device=device, precision=precision, **options)
@@ -122,7 +141,7 @@ class Sam2Backend(Backend[Sam2Options]):
         from transformers import Sam2VideoModel, Sam2VideoProcessor
 
         self._torch = torch
-        self._dev = "cpu" if self.device in ("cpu", "auto") else self.device
+        self._dev = str(resolve_torch_device(self.device))
         if weights is None:
             torch.manual_seed(0)
             self.video_model = Sam2VideoModel(tiny_sam2_configs()).eval()
@@ -135,9 +154,8 @@ class Sam2Backend(Backend[Sam2Options]):
             self.processor = Sam2VideoProcessor.from_pretrained(path, local_files_only=True)
         self.video_model.to(self._dev)
         self.image_model = self._image_model()
-        self._cache: dict[bytes, Any] = {}
+        self._cache: dict[bytes, Sam2Embedding] = {}
         self._session: Any = None
-        self._lock = threading.RLock()  # one session / cache mutation at a time
 
     def _image_model(self) -> Any:
         """``Sam2Model`` sharing the video model's image weights (every image key exists there)."""
@@ -155,7 +173,41 @@ class Sam2Backend(Backend[Sam2Options]):
             raise RuntimeError(f"SAM 2 video checkpoint lacks image weights: {missing[:5]}")
         return model.to(self._dev)
 
-    # -- single images ----------------------------------------------------------------------------
+    # -- single images: the encoder stages -------------------------------------------------------
+    def preprocess(self, images: list[np.ndarray], options: Sam2Options) -> Batch[Sam2Options]:
+        """The processor's resize and normalisation to ``pixel_values``."""
+        inputs = self.processor(images=images, return_tensors="pt")
+        metas = [{"original_size": (int(im.shape[0]), int(im.shape[1]))} for im in images]
+        return Batch(images, inputs["pixel_values"], metas, options)
+
+    def forward(self, inputs: Any) -> Any:
+        """The vision encoder: one feature tensor per level, batched."""
+        with self._torch.inference_mode():
+            return self.image_model.get_image_embeddings(inputs.to(self._dev))
+
+    def postprocess(self, outputs: Any, batch: Batch[Sam2Options], task: Task) -> list[Any]:
+        """One :class:`Sam2Embedding` per image."""
+        return [
+            Sam2Embedding([level[i : i + 1] for level in outputs], meta["original_size"])
+            for i, meta in enumerate(batch.metas)
+        ]
+
+    def encode_image(self, image: Any) -> Encoded[Sam2Embedding]:
+        """The image's embedding, from a small cache keyed by its pixels, else the encoder stages."""
+        arr = load_image(image)
+        key = _fingerprint(arr)
+        with self.lock:  # one cache mutation at a time
+            cached = self._cache.get(key)
+            if cached is not None:
+                return Encoded(cached, cached.original_size, cached=True)
+            encoded: Encoded[Sam2Embedding] = self.encode_stages(arr)
+            if self.options.cache_size:
+                while len(self._cache) >= self.options.cache_size:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[key] = encoded.embedding
+        return encoded
+
+    # -- single images: prompts and the decoder ---------------------------------------------------
     def segment_prompt(
         self,
         image: Any,
@@ -166,36 +218,75 @@ class Sam2Backend(Backend[Sam2Options]):
         mask_input: Any = None,
         multimask_output: bool | None = None,
     ) -> PromptMasks:
-        """Masks for points (one prompt of n clicks) and/or boxes (one prompt per box).
+        """Masks for points and/or boxes, in SAM's prompt grammar (:func:`visionkit.prompts.parse_prompts`).
 
         ``points`` ``(n, 2)`` with ``labels`` ``(n,)`` (1 foreground, 0 background; default 1) are one
-        prompt; ``boxes`` ``(b, 4)`` are b prompts (points, if also given, are shared by one box only).
-        ``mask_input`` is a previous result's low-resolution ``logits[i]`` to refine.
+        prompt, ``(b, n, 2)`` are b prompts; ``boxes`` ``(b, 4)`` are b prompts (``(n, 2)`` points are
+        shared by every box). ``mask_input`` is a previous result's low-resolution ``logits[i]`` to refine.
+        ``multimask_output`` defaults to the load-time option.
         """
-        arr = load_image(image)
-        h, w = arr.shape[:2]
-        pts, lbl, bxs = _image_prompts(points, labels, boxes, (h, w), self.options)
-        multimask = self.options.multimask_output if multimask_output is None else multimask_output
+        return super().segment_prompt(
+            image,
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+        )
+
+    def parse_prompts(
+        self,
+        encoded: Encoded[Sam2Embedding],
+        *,
+        points: Any,
+        labels: Any,
+        boxes: Any,
+        mask_input: Any,
+        multimask_output: bool | None,
+    ) -> Prompts:
+        """The shared prompt grammar with this backend's limits and low-resolution mask size."""
+        return parse_prompts(
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=self.options.multimask_output if multimask_output is None else multimask_output,
+            image_shape=encoded.image_shape,
+            low_res_size=int(self.video_model.config.image_size) // 4,
+            max_points=self.options.max_points,
+            max_prompts=self.options.max_prompts,
+        )
+
+    def decode(self, embedding: Sam2Embedding, prompts: Prompts) -> Any:
+        """Prompt encoder + mask decoder for every prompt at once (the processor maps the coordinates)."""
         torch = self._torch
-        with self._lock:
-            inputs = self.processor(
-                images=arr,
-                input_points=None if pts is None else [pts],
-                input_labels=None if lbl is None else [lbl],
-                input_boxes=None if bxs is None else [bxs],
-                return_tensors="pt",
+        h, w = embedding.original_size
+        inputs = self.processor(
+            images=None,
+            original_sizes=[[h, w]],
+            input_points=None if prompts.points is None else [prompts.points.tolist()],
+            input_labels=None if prompts.labels is None else [prompts.labels.tolist()],
+            input_boxes=None if prompts.boxes is None else [prompts.boxes.tolist()],
+            return_tensors="pt",
+        )
+        kwargs: dict[str, Any] = {k: v.to(self._dev) for k, v in inputs.items() if k.startswith("input_")}
+        if prompts.mask_input is not None:
+            masks = prompts.mask_input
+            shared = bool(np.all(masks == masks[:1]))  # one mask for every prompt, as it was given
+            kwargs["input_masks"] = torch.from_numpy(masks[:1] if shared else masks).to(self._dev)
+        with torch.inference_mode():
+            return self.image_model(
+                image_embeddings=embedding.features, multimask_output=prompts.multimask, **kwargs
             )
-            emb = self._embed(arr, inputs["pixel_values"])
-            kwargs: dict[str, Any] = {k: v.to(self._dev) for k, v in inputs.items() if k.startswith("input_")}
-            if mask_input is not None:
-                kwargs["input_masks"] = _mask_input(mask_input, torch).to(self._dev)
-            with torch.inference_mode():
-                out = self.image_model(image_embeddings=emb, multimask_output=multimask, **kwargs)
-            logits = out.pred_masks[0].float().cpu()  # (prompts, k, h4, w4)
-            full = self.processor.post_process_masks(
-                [logits[None].reshape(1, -1, *logits.shape[-2:])], [[h, w]], binarize=False
-            )[0][0]
-        scores = out.iou_scores[0].float().cpu().numpy()  # (prompts, k)
+
+    def prompt_result(self, encoded: Encoded[Sam2Embedding], prompts: Prompts, raw: Any) -> PromptMasks:
+        """Masks at the image's size, best first within each prompt, with scores and low-res logits."""
+        h, w = encoded.image_shape
+        logits = raw.pred_masks[0].float().cpu()  # (prompts, k, h4, w4)
+        full = self.processor.post_process_masks(
+            [logits[None].reshape(1, -1, *logits.shape[-2:])], [[h, w]], binarize=False
+        )[0][0]
+        scores = raw.iou_scores[0].float().cpu().numpy()  # (prompts, k)
         n_prompts, k = scores.shape
         order = np.argsort(-scores, axis=1, kind="stable")  # best first within each prompt
         flat = (order + np.arange(n_prompts)[:, None] * k).reshape(-1)
@@ -204,20 +295,13 @@ class Sam2Backend(Backend[Sam2Options]):
             score=scores.reshape(-1)[flat].astype(np.float32),
             prompt_index=np.repeat(np.arange(n_prompts), k).astype(np.int64),
             logits=logits.reshape(-1, *logits.shape[-2:]).numpy()[flat].astype(np.float32),
-            metadata=self.meta(arr, points=pts or [], boxes=bxs or []),
+            metadata=ResultMeta(
+                image_shape=(h, w),
+                backend=self.name,
+                points=[] if prompts.points is None else prompts.points.tolist(),
+                boxes=[] if prompts.boxes is None else prompts.boxes.tolist(),
+            ),
         )
-
-    def _embed(self, arr: np.ndarray, pixel_values: Any) -> Any:
-        key = _fingerprint(arr)
-        if key in self._cache:
-            return self._cache[key]
-        with self._torch.inference_mode():
-            emb = self.image_model.get_image_embeddings(pixel_values.to(self._dev))
-        if self.options.cache_size:
-            while len(self._cache) >= self.options.cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = emb
-        return emb
 
     # -- videos -----------------------------------------------------------------------------------
     def track(
@@ -247,7 +331,7 @@ class Sam2Backend(Backend[Sam2Options]):
         model = self.video_model
         window = max(int(model.config.num_maskmem), int(model.config.max_object_pointers_in_encoder))
         name = str(source) if isinstance(source, (str, Path, int)) else "<frames>"
-        with self._lock:
+        with self.lock:
             session = self.processor.init_video_session(inference_device=self._dev)
             self._session = session  # readable while iterating (tests check it stays bounded)
             for index, frame in iter_frames(source):
@@ -421,39 +505,6 @@ def _check_bounds(points: Any, boxes: Any, hw: tuple[int, int]) -> None:
         xs, ys = arr[:, 0::2], arr[:, 1::2]
         if xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h:
             raise InvalidPromptError(f"{what} {value!r} fall outside the {w}x{h} image.")
-
-
-def _image_prompts(
-    points: Any, labels: Any, boxes: Any, hw: tuple[int, int], options: Sam2Options
-) -> tuple[list[list[list[float]]] | None, list[list[int]] | None, list[list[float]] | None]:
-    """Processor-shaped prompts: points ``[prompts][clicks][2]``, labels ``[prompts][clicks]``, boxes ``[b][4]``."""
-    if points is None and boxes is None:
-        raise InvalidPromptError("Give points and/or boxes to prompt SAM 2.")
-    one = (
-        _one_video_prompt(0, {"points": points, "labels": labels, "boxes": None}, options)
-        if points is not None
-        else {}
-    )
-    bxs = _numbers(boxes, (-1, 4), "boxes")
-    if bxs is not None and len(bxs) > options.max_prompts:
-        raise LimitExceededError("max_prompts", len(bxs), options.max_prompts, "Raise it with max_prompts=N.")
-    if one and bxs is not None and len(bxs) != 1:
-        raise InvalidPromptError("points can be combined with one box only; give one box or no points.")
-    _check_bounds(one.get("points"), bxs, hw)
-    pts = None if not one else [one["points"]]
-    lbl = None if not one else [one["labels"]]
-    return pts, lbl, bxs
-
-
-def _mask_input(mask_input: Any, torch: Any) -> Any:
-    arr = np.array(mask_input, np.float32)  # a writable copy for torch.from_numpy
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim == 4 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 3:
-        raise InvalidPromptError(f"mask_input must be (h, w) or (b, h, w) logits, but got shape {arr.shape}.")
-    return torch.from_numpy(arr)[:, None]
 
 
 def _fingerprint(arr: np.ndarray) -> bytes:

@@ -124,6 +124,10 @@ def tiny_model(kind: str, overrides: dict[str, Any] | None) -> tuple[Any, Any]:
         "segformer": lambda: _segformer(overrides),
         "vit": lambda: _vit(overrides),
     }
+    if kind not in builders:  # text-prompted detectors (OWL, Grounding DINO ...) bring their tokenizers
+        from visionkit_transformers._tiny_openvocab import tiny_open_vocab
+
+        builders[kind] = lambda: tiny_open_vocab(kind, overrides)
     try:
         config, model_cls, processor = builders[kind]()
         model = model_cls(config)

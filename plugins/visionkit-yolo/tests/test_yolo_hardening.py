@@ -275,9 +275,16 @@ def test_bf16_costs_at_most_0_003_ap(weights_file: Callable[[str], Path]) -> Non
         pytest.skip("VISIONKIT_DATA is not set")
     coco = Path(data) / "coco-mini"
     path = weights_file("yolov8n-dq.pt")
+    # Half of coco-mini keeps CI time in budget (bf16 is emulated, slowly, on CPUs without AVX512-BF16);
+    # the whole set was measured: fp32 0.4134, bf16 0.4204 (docs/yolo.md).
     ap = {
         prec: visionkit.evaluate(
-            "yolo", coco=coco / "instances.json", images=coco / "images", weights=path, precision=prec
+            "yolo",
+            coco=coco / "instances.json",
+            images=coco / "images",
+            weights=path,
+            precision=prec,
+            limit=50,
         ).bbox.ap
         for prec in ("fp32", "bf16")
     }

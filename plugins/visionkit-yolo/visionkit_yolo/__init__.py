@@ -17,7 +17,7 @@ _REQUIRES = ("ultralytics", "torch")
 
 @hookimpl
 def register_backends(register: Any) -> None:
-    """Register ``yolo``, ``yolo-rtdetr``, ``yolo-seg`` and ``yolo-cls``."""
+    """Register ``yolo``, ``yolo-rtdetr``, ``yolo-seg``, ``yolo-cls``, ``yolo-world`` and ``yoloe``."""
     register(
         "yolo",
         "visionkit_yolo._backend:YoloDetector",
@@ -69,4 +69,32 @@ def register_backends(register: Any) -> None:
         categories="imagenet1k",
         precisions=("fp32", "fp16", "bf16"),
         options="visionkit_yolo._options:ClassifyOptions",
+    )
+    register(
+        "yolo-world",
+        "visionkit_yolo._world:YoloWorldDetector",
+        tasks=("detect",),
+        aliases=("yolov8-world", "yoloworld"),
+        requires=_REQUIRES,
+        install=_INSTALL,
+        description="YOLO-World through ultralytics: open-vocabulary detector told what to find by name "
+        "(classes=[...]; CLIP text encoder).",
+        default_weights="yolov8s-worldv2.pt",
+        precisions=("fp32", "fp16", "bf16"),
+        prompt_types=("text",),
+        options="visionkit_yolo._options:WorldOptions",
+    )
+    register(
+        "yoloe",
+        "visionkit_yolo._world:YoloeSegmenter",
+        tasks=("detect", "segment_instances"),
+        aliases=("yoloe-seg",),
+        requires=_REQUIRES,
+        install=_INSTALL,
+        description="YOLOE through ultralytics: open-vocabulary boxes and masks of the classes named "
+        "(classes=[...]; MobileCLIP text encoder).",
+        default_weights="yoloe-11s-seg.pt",
+        precisions=("fp32", "fp16", "bf16"),
+        prompt_types=("text",),
+        options="visionkit_yolo._options:YoloeOptions",
     )

@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +56,7 @@ from ultralytics.utils import nms, ops
 from visionkit import (
     Backend,
     BackendError,
+    BackendUnavailableError,
     Batch,
     Classifications,
     Classifies,
@@ -70,6 +72,7 @@ from visionkit import (
     load_image,
     resolve_weights,
 )
+from visionkit.devices import resolve_torch_device
 from visionkit.export import ExportNotSupportedError, ExportSpec, tensors_fingerprint
 from visionkit_yolo._options import MAX_DET_CEILING, ClassifyOptions, DetectOptions, SegmentOptions
 
@@ -79,6 +82,23 @@ __all__ = ["RTDETRDetector", "YoloClassifier", "YoloDetector", "YoloSegmenter"]
 RANDOM_SEED = 0
 _PAD = 114  # ultralytics' letterbox padding value
 _WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml", ".onnx")
+# An ultralytics release name: family, size letter, task tail (yolov8n-seg, yolo11s-cls ...).
+_RELEASE_NAME = re.compile(r"^(yolov\d+|yolo\d+)([nsmlx]?)(-seg|-cls|-pose|-obb)?$")
+
+
+def _name_hint(name: str) -> str:
+    """For a release name missing its size letter or suffix: the names that exist ('' otherwise)."""
+    path = Path(name)
+    match = _RELEASE_NAME.match(path.stem.lower() if path.suffix.lower() == ".pt" else path.name.lower())
+    if match is None or path.parent != Path("."):
+        return ""
+    family, size, tail = match.group(1), match.group(2), match.group(3) or ""
+    if not size:
+        names = ", ".join(f"{family}{s}{tail}.pt" for s in "nsmlx")
+        return f"{name!r} names no model size; the ultralytics checkpoints are {names} (n is the smallest)."
+    return "" if path.suffix else f"Did you mean {name + '.pt'!r}?"
+
+
 _HINT = (
     "Official Ultralytics checkpoints are published at https://github.com/ultralytics/assets/releases; "
     "any ultralytics .pt, model .yaml (random init) or .onnx export works."
@@ -169,18 +189,6 @@ def _load_checkpoint(path: Path, trust: bool) -> torch.nn.Module:
         elif isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None
     return model
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(f"Device {device!r} was requested, but torch sees no CUDA device.")
-    return dev
 
 
 # -- safe loading ---------------------------------------------------------------------------------------
@@ -360,12 +368,13 @@ class _DecodeNet(torch.nn.Module):
 class _OnnxNet:
     """An ultralytics ``.onnx`` export run by onnxruntime; returns numpy arrays shaped like ``_Net``'s."""
 
-    def __init__(self, path: Path, device: torch.device) -> None:
+    def __init__(self, path: Path, device: torch.device, backend: str = "yolo") -> None:
         try:
             import onnxruntime as ort
         except ModuleNotFoundError as exc:
-            raise InvalidOptionError(
-                f"Loading {path.name!r} needs onnxruntime, which is not installed: pip install onnxruntime"
+            # a missing library, not a bad option: the same error load() gives for any missing dependency
+            raise BackendUnavailableError(
+                f"{backend} (to run {path.name!r})", ["onnxruntime"], "pip install 'visionkit-yolo[onnx]'"
             ) from exc
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -491,11 +500,37 @@ class _YoloBase(Backend[Any]):
     default_imgsz: int
     is_rtdetr: bool
 
+    native_runtime: ClassVar[str] = "torch"
+
     def __init__(
         self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
     ) -> None:
         super().__init__(weights=weights, device=device, precision=precision, **options)
-        self.torch_device = _resolve_device(self.device)
+        # plan: every check that needs no weights, so a refused request costs nothing
+        self.torch_device = resolve_torch_device(self.device)
+        self._check_precision(precision)
+        self._check_limits(self.options)
+        self._forward_lock = threading.Lock()
+        self._plain_head = False
+        self._channels_last = False
+        self._onnx: _OnnxNet | None = None
+        self._weights_file: Path | None = None
+        self._weights_id = ""
+        #: The network takes square inputs only (a fixed-shape ONNX file): letterbox square.
+        self._square_only = False
+        self.is_rtdetr = False
+        # build: load the weights, read what they are, and set up the network that forward runs
+        with _quiet():
+            model: Any = self._load_model(weights)
+        if self._onnx is not None:
+            self._adopt_onnx(self._onnx)
+        else:
+            assert model is not None
+            self._read_model(model)
+            self._place_model(model)
+        self._check_imgsz(self.options)
+
+    def _check_precision(self, precision: str) -> None:
         if precision not in ("fp32", "fp16", "bf16"):
             raise InvalidOptionError(
                 f"Backend {self.name!r} runs in precision 'fp32', 'fp16' (CUDA/MPS) or 'bf16' (CPU), "
@@ -506,30 +541,20 @@ class _YoloBase(Backend[Any]):
                 "Precision 'fp16' needs a CUDA or MPS device; on CPU use precision='bf16' (fast on CPUs with "
                 "AMX/AVX512-BF16) or 'fp32'."
             )
-        self._check_limits(self.options)  # before any weights load: a refused request costs nothing
-        self._forward_lock = threading.Lock()
-        self._plain_head = False
-        self._channels_last = False
-        self._onnx: _OnnxNet | None = None
-        self._weights_file: Path | None = None
-        self._weights_id = ""
-        #: Set by :meth:`export_spec`: the graph has a fixed square input, so letterbox square.
-        self._square_only = False
-        self.is_rtdetr = False
-        with _quiet():
-            model: Any = self._load_model(weights)
-        if self._onnx is not None:
-            self.model_task = self._onnx.task
-            self.names = self._onnx.names
-            self.stride = self._onnx.stride
-            self.end2end = self._onnx.end2end
-            self.default_imgsz = self._onnx.imgsz
-            self._square_only = not self._onnx.dynamic_hw
-            self._net: Callable[[torch.Tensor], Any] = self._onnx
-            self._check_task(self.model_task)
-            self._check_imgsz(self.options)
-            return
-        assert model is not None
+
+    def _adopt_onnx(self, onnx: _OnnxNet) -> None:
+        """An ultralytics ``.onnx`` export: its metadata says what it is; onnxruntime runs it."""
+        self.model_task = onnx.task
+        self.names = onnx.names
+        self.stride = onnx.stride
+        self.end2end = onnx.end2end
+        self.default_imgsz = onnx.imgsz
+        self._square_only = not onnx.dynamic_hw
+        self._net: Callable[[torch.Tensor], Any] = onnx
+        self._check_task(self.model_task)
+
+    def _read_model(self, model: Any) -> None:
+        """What an ultralytics torch model is: task (checked), class names, stride, head, training size."""
         self.model_task = str(getattr(model, "task", None) or ul_tasks.guess_model_task(model))
         self._check_task(self.model_task)
         self.is_rtdetr = isinstance(model, ul_tasks.RTDETRDetectionModel)
@@ -548,13 +573,16 @@ class _YoloBase(Backend[Any]):
         self.default_imgsz = int(
             max(trained) if isinstance(trained, (list, tuple)) else (trained or fallback)
         )
+
+    def _place_model(self, model: Any) -> None:
+        """Fuse, move to the device in the requested precision and layout, and wrap what forward runs."""
         if hasattr(model, "fuse"):
             with _quiet():
                 model = model.fuse(verbose=False)
         model = model.to(self.torch_device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        if precision == "fp16":
+        if self.precision == "fp16":
             model = model.half()
         elif self.torch_device.type == "cpu":
             # oneDNN's NHWC convolutions are the fast path on x86 CPUs (ultralytics does the same).
@@ -571,7 +599,6 @@ class _YoloBase(Backend[Any]):
             # RT-DETR, end-to-end (YOLOv10/26) and classify heads run as ultralytics built them; those that
             # cache per-shape state on the module are serialised by this lock.
             self._net = _Net(model, segment=segment)
-        self._check_imgsz(self.options)
 
     # -- loading helpers ----------------------------------------------------------------------------
     def _load_model(self, weights: Any) -> torch.nn.Module | None:
@@ -583,7 +610,7 @@ class _YoloBase(Backend[Any]):
         if suffix not in _WEIGHT_SUFFIXES:
             raise InvalidOptionError(
                 f"Weights {name!r} must be an ultralytics checkpoint (.pt), a model yaml (.yaml) or an ONNX "
-                f"export (.onnx), but got suffix {suffix or '(none)'!r}."
+                f"export (.onnx), but got suffix {suffix or '(none)'!r}. {_name_hint(name)}".rstrip()
             )
         if suffix in (".yaml", ".yml"):
             self._weights_id = f"random-{Path(name).stem}-seed{RANDOM_SEED}"
@@ -592,11 +619,11 @@ class _YoloBase(Backend[Any]):
             name,
             download=_download if suffix == ".pt" else None,
             download_from="ultralytics release assets (github.com/ultralytics/assets)",
-            hint=_HINT,
+            hint=" ".join(filter(None, (_name_hint(name), _HINT))),
         )
         self._weights_file = path
         if suffix == ".onnx":
-            self._onnx = _OnnxNet(path, self.torch_device)
+            self._onnx = _OnnxNet(path, self.torch_device, self.name)
             return None
         # A .pt checkpoint is a pickle: only trusted ones are unpickled in full (see _load_checkpoint).
         return _load_checkpoint(path, trust=self.options.trust_pickle)

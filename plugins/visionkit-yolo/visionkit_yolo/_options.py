@@ -5,8 +5,16 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from visionkit import BackendOptions, limit_option
+from visionkit.prompts import MAX_CLASSES
 
-__all__ = ["MAX_DET_CEILING", "ClassifyOptions", "DetectOptions", "SegmentOptions"]
+__all__ = [
+    "MAX_DET_CEILING",
+    "ClassifyOptions",
+    "DetectOptions",
+    "SegmentOptions",
+    "WorldOptions",
+    "YoloeOptions",
+]
 
 #: No call may ask for more detections per image than this (a yolo-seg mask is H x W bytes each).
 MAX_DET_CEILING = 1000
@@ -100,3 +108,37 @@ class ClassifyOptions(_YoloOptions):
         ge=32,
         description="Square crop size; None uses the checkpoint's training size (224 for a yaml).",
     )
+
+
+class WorldOptions(DetectOptions):
+    """Options of the text-prompted ``yolo-world`` detector: ``classes`` are names, not ids.
+
+    ``det.detect(img, classes=["red car", "person"])``: each result's ``class_name`` is the asked name and
+    its ``class_id`` the name's index in ``classes``.
+    """
+
+    classes: list[str] | None = Field(  # type: ignore[assignment]
+        None,
+        description="Names of the things to find, e.g. ['red car', 'person'] (at load or per call). None: the "
+        "vocabulary the checkpoint was saved with, if it has one.",
+    )
+    max_classes: int | None = limit_option(
+        MAX_CLASSES,
+        "Most class names accepted in one call (a limit: each name is a text embedding). None: unlimited.",
+    )
+
+    # DetectOptions' validators read ``classes`` as ids; names are checked by visionkit.prompts.parse_classes
+    # when a call runs, so a bad list raises InvalidPromptError rather than an option error.
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _non_negative(cls, v: list[str] | None) -> list[str] | None:  # type: ignore[override]
+        return v
+
+
+class YoloeOptions(WorldOptions, SegmentOptions):
+    """Options of the text-prompted ``yoloe`` detector / instance segmenter (``classes`` are names)."""

@@ -6,15 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from visionkit._cli_scale import cli_weights
-from visionkit.cli import TRUST_PICKLE_HELP, parse_floats, parse_kv
+from visionkit._records import JsonlSink, resolve_source, source_key
+from visionkit.cli._args import add_load_flags, parse_floats, parse_kv, recipe_from_args
 from visionkit.errors import InvalidOptionError
 from visionkit.protocols import Task
 
@@ -35,18 +33,8 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("name", help="backend name or alias (a Detector or InstanceSegmenter)")
     p.add_argument("sources", nargs="+", help="video files, folders of frames, camera indices or stream URLs")
-    p.add_argument("--weights", help="weights path or name ('none': random init)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps, auto")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16, int8 ...")
+    add_load_flags(p)
     p.add_argument("--task", help="detect or segment_instances (default: the richest the backend offers)")
-    p.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="backend option (repeatable)")
-    p.add_argument(
-        "--trust-pickle",
-        action="append_const",
-        dest="option",
-        const="trust_pickle=true",
-        help=TRUST_PICKLE_HELP,
-    )
     p.add_argument("--tracker", default="bytetrack", help="bytetrack (default), sort or ocsort")
     p.add_argument(
         "-T", "--tracker-option", action="append", metavar="KEY=VALUE", help="tracker option (repeatable)"
@@ -75,87 +63,17 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_track)
 
 
-def _source_key(source: str) -> str:
-    """Records are keyed by the resolved path, so a run from elsewhere or via a symlink resumes."""
-    return str(Path(source).resolve()) if Path(source).exists() else source
-
-
-class _Records:
-    """The ``--out`` JSONL: locked while written; frames already present are not written again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: set[tuple[str, int]] = set()
-        self.corrupt: list[int] = []
-        self._fh: IO[str] | None = None
-
-    def open(self) -> _Records:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise InvalidOptionError(
-                f"Cannot write --out {str(self.path)!r}: {exc.strerror or exc}."
-            ) from None
-        _lock(self._fh, self.path)
-        self._fh.seek(0)
-        lines = self._fh.read().split("\n")
-        tail = lines.pop()  # text after the last newline: a record cut by a kill, dropped below
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                self.done.add((str(rec["path"]), int(rec["frame"])))
-            except (ValueError, KeyError, TypeError):
-                self.corrupt.append(number)  # kept in the file untouched, reported
-        if tail:
-            # only a half-written last line is dropped; everything before it stays byte for byte
-            self._fh.truncate(self._fh.tell() - len(tail.encode("utf-8")))
-        self._fh.seek(0, os.SEEK_END)
-        return self
-
-    def write(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _lock(fh: IO[str], path: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock; documented
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise InvalidOptionError(
-            f"--out {str(path)!r} is being written by another visionkit run; wait for it or choose another file."
-        ) from None
-
-
 def cmd_track(args: argparse.Namespace) -> int:
     """Run ``visionkit track``."""
-    import visionkit
     from visionkit.tracking import TrailDrawer, VideoWriter, mot_lines, track
 
     if args.every < 1:
         raise InvalidOptionError(f"--every must be >= 1, but got {args.every}.")
     if (args.mot or args.save_video) and len(args.sources) > 1:
         raise InvalidOptionError("--mot and --save-video take one source; run once per video.")
-    backend = visionkit.load(
-        args.name,
-        weights=cli_weights(args.weights),
-        device=args.device,
-        precision=args.precision,
-        **parse_kv(args.option),
-    )
+    recipe = recipe_from_args(args)
+    # Load without the task: tracking checks it itself (detect or segment_instances only).
+    backend = recipe.with_task(None).load()
     prompts = video_prompts(args.box, args.point)
     tracker: Any
     if prompts:
@@ -166,21 +84,20 @@ def cmd_track(args: argparse.Namespace) -> int:
             )
         tracker = _Prompted(backend, prompts)
     else:
-        tracker = track(backend, args.tracker, task=args.task, **parse_kv(args.tracker_option))
+        tracker = track(backend, args.tracker, task=recipe.task, **parse_kv(args.tracker_option))
     frames_written = skipped = 0
     with ExitStack() as stack:
-        records = stack.enter_context(closing(_Records(Path(args.out)).open())) if args.out else None
-        if records is not None and records.corrupt:
-            print(
-                f"warning: {args.out}: lines {records.corrupt[:10]} are not valid records; they are kept "
-                "as they are and not counted as done",
-                file=sys.stderr,
-            )
+        records = JsonlSink(Path(args.out), tracker.task) if args.out else None
+        if records is not None:
+            stack.callback(records.close)
+            note = records.warning()
+            if note is not None:
+                print(f"warning: {note}", file=sys.stderr)
         mot = stack.enter_context(open(args.mot, "w", encoding="utf-8")) if args.mot else None
         video = stack.enter_context(VideoWriter(args.save_video, fps=args.fps)) if args.save_video else None
         drawer = TrailDrawer(args.trail) if video is not None else None
         for source in args.sources:
-            key = _source_key(source)
+            path = resolve_source(source)
             for frame in tracker.track(source, every=args.every):
                 frame_index = frame.index
                 if mot is not None:
@@ -188,19 +105,20 @@ def cmd_track(args: argparse.Namespace) -> int:
                 if video is not None and drawer is not None:
                     video.write(drawer.draw(frame))
                 if records is not None:
-                    if (key, frame_index) in records.done:
+                    if source_key(source, frame_index) in records.done:
                         skipped += 1
                         continue
                     records.write(
                         {
                             "source": source,
-                            "path": key,
+                            "path": path,
                             "frame": frame_index,
                             "task": tracker.task.value,
                             "type": type(frame.result).__name__,
                             "result": frame.result.to_dict(),
                         }
                     )
+                    records.flush()  # a record is on disk before the next frame: a kill loses none
                 frames_written += 1
                 if not args.quiet:
                     ids = frame.object_ids.tolist()

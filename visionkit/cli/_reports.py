@@ -1,7 +1,6 @@
-"""The ``eval``, ``bench`` and ``compare`` subcommands of the ``visionkit`` CLI.
+"""``visionkit eval``, ``bench`` and ``compare``: reports.
 
-``visionkit.cli`` calls :func:`add_commands` with its subparsers; each subcommand stores its handler as
-``func`` (``args.func(args) -> exit code``). Every command prints a table, or the report's JSON with
+Every command prints a table, or the report's JSON with
 ``--json``, and can write the JSON to a file with ``--output``. Exit codes: 0 success, 1 the report
 was printed but some configuration (``bench``) or row (``compare``) failed, 2 error (one ``error:``
 line), 130 interrupted (Ctrl-C; the partial report is still printed).
@@ -15,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visionkit.cli import TRUST_PICKLE_HELP, parse_option
-from visionkit.errors import InvalidOptionError, VisionKitError
-from visionkit.loading import DEFAULT
+from visionkit.cli._args import add_load_flags, cli_weights, options_from_args, parse_kv, writable_file
+from visionkit.errors import DatasetError, InvalidOptionError, VisionKitError
+from visionkit.images import list_images
+from visionkit.loading import registry_with
 
 __all__ = ["add_commands"]
 
@@ -33,58 +33,11 @@ def add_commands(subparsers: Any) -> None:
 
 
 # -- shared arguments -------------------------------------------------------------------------------
-def _parse_option(text: str) -> tuple[str, Any]:
-    try:
-        return parse_option(text)
-    except InvalidOptionError as exc:  # argparse shows ArgumentTypeError messages verbatim
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
-    p.add_argument("--weights", default=DEFAULT, help="weights path or name ('none': random init)")
-    p.add_argument(
-        "-O",
-        "--option",
-        dest="options",
-        action="append",
-        type=_parse_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="backend option (repeatable), e.g. -O imgsz=320; values are parsed as JSON when they can be",
-    )
-    p.add_argument(
-        "--trust-pickle",
-        dest="options",
-        action="append_const",
-        const=("trust_pickle", True),
-        help=TRUST_PICKLE_HELP,
-    )
-    p.add_argument(
-        "-R",
-        "--runtime-option",
-        dest="runtime_options",
-        action="append",
-        type=_parse_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="option of the runtime serving a non-native precision, e.g. -R calib=val2017/ for int8",
-    )
-    p.add_argument(
-        "--plugin",
-        dest="plugins",
-        action="append",
-        default=[],
-        metavar="MODULE:ATTR",
-        help="load an extra plugin object by import string (repeatable)",
-    )
+    add_load_flags(p, precision=None, runtime_options=True, plugins=True)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the report's JSON to FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
 
 
 def _emit(report: Any, args: argparse.Namespace, rows: Sequence[Any] = (), what: str = "") -> int:
@@ -108,12 +61,10 @@ def _emit(report: Any, args: argparse.Namespace, rows: Sequence[Any] = (), what:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Output files and numeric flags checked before minutes of work, not after."""
-    from visionkit.cli import _writable_file
-
     for flag in ("output", "results", "plot"):
         value = getattr(args, flag, None)
         if value is not None:
-            _writable_file(str(value), f"--{flag}")
+            writable_file(str(value), f"--{flag}")
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise InvalidOptionError(f"--limit must be a number of images, at least 1, but got {limit}.")
@@ -136,12 +87,6 @@ def _guard(fn: Any) -> Any:
     run.__name__ = fn.__name__
     run.__doc__ = fn.__doc__
     return run
-
-
-def _registry(plugins: Sequence[str]) -> Any:
-    from visionkit.bench import registry_with
-
-    return registry_with(plugins)
 
 
 # -- eval --------------------------------------------------------------------------------------------
@@ -207,12 +152,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         kwargs = {"imagefolder": args.imagefolder, "images": args.images}
     report = evaluate(
         name,
-        registry=_registry(args.plugins),
-        weights=_weights(args.weights),
+        registry=registry_with(args.plugins),
+        weights=cli_weights(args.weights),
         device=args.device,
         precision=args.precision or spec_precision or "fp32",
-        options=dict(args.options),
-        runtime_options=dict(args.runtime_options),
+        options=options_from_args(args),
+        runtime_options=parse_kv(args.runtime_option),
         limit=args.limit,
         progress=False if args.no_progress else None,
         **kwargs,
@@ -256,16 +201,14 @@ def _add_bench(subparsers: Any) -> None:
 def _image_list(paths: Sequence[Path] | None, limit: int = 8) -> list[str] | None:
     if not paths:
         return None
-    from visionkit.evaluation import IMAGE_SUFFIXES
-
     out: list[str] = []
     for p in paths:
         if p.is_dir():
-            out += [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES][:limit]
+            out += [str(f) for f in list_images(p)][:limit]
         else:
             out.append(str(p))
     if not out:
-        raise VisionKitError(f"No image files found in {[str(p) for p in paths]}.")
+        raise DatasetError(f"No image files found in {[str(p) for p in paths]}.")
     return out
 
 
@@ -276,9 +219,9 @@ def _timing_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "rounds": args.rounds,
         "device": args.device,
-        "weights": _weights(args.weights),
-        "options": dict(args.options),
-        "runtime_options": dict(args.runtime_options),
+        "weights": cli_weights(args.weights),
+        "options": options_from_args(args),
+        "runtime_options": parse_kv(args.runtime_option),
         "threads": args.threads,
         "plugins": args.plugins,
         "isolate": False if args.no_isolate else None,
