@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,11 +53,9 @@ from visionkit.errors import (
 )
 from visionkit.images import ImageInput, as_batch, load_image
 from visionkit.limits import check_limit, limit_fields, limit_option
+from visionkit.prompts import Prompts, parse_prompts
 from visionkit.protocols import Task
 from visionkit.results import PromptMasks, ResultMeta
-
-if TYPE_CHECKING:
-    from visionkit.prompts import Prompts
 
 __all__ = [
     "Backend",
@@ -498,7 +496,29 @@ class SegmentsPrompts:
         mask_input: Any,
         multimask_output: bool | None,
     ) -> Prompts:
-        """Check and batch the prompts for this image (usually :func:`visionkit.prompts.parse_prompts`)."""
+        """Check and batch the prompts for this image with :func:`visionkit.prompts.parse_prompts`.
+
+        ``multimask_output=None`` takes the ``multimask_output`` option; the ``max_points`` and
+        ``max_prompts`` options are the limits (unlimited when the options have none), and
+        :meth:`low_res_size` is the size ``mask_input`` must have. Override for another grammar.
+        """
+        opts = self.options  # type: ignore[attr-defined]
+        return parse_prompts(
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=getattr(opts, "multimask_output", None)
+            if multimask_output is None
+            else multimask_output,
+            image_shape=encoded.image_shape,
+            low_res_size=self.low_res_size(),
+            max_points=getattr(opts, "max_points", None),
+            max_prompts=getattr(opts, "max_prompts", None),
+        )
+
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (what ``mask_input`` must match)."""
         raise NotImplementedError
 
     def decode(self, embedding: Any, prompts: Prompts) -> Any:

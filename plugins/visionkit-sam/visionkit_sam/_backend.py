@@ -403,28 +403,9 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
             multimask_output=multimask_output,
         )
 
-    def parse_prompts(
-        self,
-        encoded: Encoded[SamEmbedding],
-        *,
-        points: Any,
-        labels: Any,
-        boxes: Any,
-        mask_input: Any,
-        multimask_output: bool | None,
-    ) -> Prompts:
-        """The shared prompt grammar (:func:`visionkit.prompts.parse_prompts`) with this model's limits."""
-        return parse_prompts(
-            points=points,
-            labels=labels,
-            boxes=boxes,
-            mask_input=mask_input,
-            multimask_output=self.options.multimask_output if multimask_output is None else multimask_output,
-            image_shape=encoded.image_shape,
-            low_res_size=self.config.low_res_size,
-            max_points=self.options.max_points,
-            max_prompts=self.options.max_prompts,
-        )
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (what ``mask_input`` must match)."""
+        return self.config.low_res_size
 
     def prompt_result(
         self, encoded: Encoded[SamEmbedding], prompts: Prompts, raw: tuple[torch.Tensor, torch.Tensor]

@@ -42,7 +42,7 @@ from visionkit import (
 )
 from visionkit.backend import Encoded, SegmentsPrompts
 from visionkit.devices import resolve_torch_device
-from visionkit.prompts import Prompts, parse_prompts
+from visionkit.prompts import Prompts
 from visionkit.tracking import TrackedFrame, iter_frames
 
 __all__ = ["Sam2Backend", "Sam2Options", "load_sam2", "tiny_sam2_configs"]
@@ -234,28 +234,9 @@ class Sam2Backend(Backend[Sam2Options], SegmentsPrompts):
             multimask_output=multimask_output,
         )
 
-    def parse_prompts(
-        self,
-        encoded: Encoded[Sam2Embedding],
-        *,
-        points: Any,
-        labels: Any,
-        boxes: Any,
-        mask_input: Any,
-        multimask_output: bool | None,
-    ) -> Prompts:
-        """The shared prompt grammar with this backend's limits and low-resolution mask size."""
-        return parse_prompts(
-            points=points,
-            labels=labels,
-            boxes=boxes,
-            mask_input=mask_input,
-            multimask_output=self.options.multimask_output if multimask_output is None else multimask_output,
-            image_shape=encoded.image_shape,
-            low_res_size=int(self.video_model.config.image_size) // 4,
-            max_points=self.options.max_points,
-            max_prompts=self.options.max_prompts,
-        )
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (what ``mask_input`` must match)."""
+        return int(self.video_model.config.image_size) // 4
 
     def decode(self, embedding: Sam2Embedding, prompts: Prompts) -> Any:
         """Prompt encoder + mask decoder for every prompt at once (the processor maps the coordinates)."""
