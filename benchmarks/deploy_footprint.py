@@ -13,12 +13,17 @@ round), batch 1, 2 threads, on real coco-mini photos decoded before timing:
   OpenCV; the worker checks that torch was never imported);
 * ``bare-fp32`` / ``bare-int8``: ``InferenceSession.run`` alone on the same file and the same
   preprocessed tensors (the floor; NMS is in the graph, so it is part of the floor too);
+* ``ov-deploy-fp32`` / ``ov-deploy-int8``: ``visionkit.load("file.xml").detect(image)``, the OpenVINO IR
+  written by ``visionkit export yolo --runtime openvino`` (OpenVINO + numpy + OpenCV, no torch; INT8 by
+  NNCF with the head's tail float, calibrated on the same photos as the ONNX INT8);
+* ``ov-bare-fp32`` / ``ov-bare-int8``: the IR's compiled model alone on the preprocessed tensors;
 * ``ultralytics``: ``YOLO(pt).predict(image)`` (threads reset to 2 before each call);
 * ``sdk-fp32``: ``visionkit.load("yolo", weights=pt).detect(image)`` (torch eager).
 
 Reported per configuration (medians over rounds): peak RSS of the process, cold start (import + load +
 first result, the file already exported), median per-image latency. Ratios: deploy / bare, deploy /
-ultralytics, deploy / sdk-fp32. Also the size on disk of the runtime-only environment (the
+ultralytics, deploy / sdk-fp32, OpenVINO IR deploy / ONNX Runtime deploy. With ``--ap-images N``
+(default 100, 0 skips), the bbox AP of each deploy file on the first N coco-mini images (conf 0.001). Also the size on disk of the runtime-only environment (the
 distributions visionkit-onnx needs, found from its requirements) next to the whole environment.
 """
 
@@ -37,7 +42,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-CONFIGS = ("deploy-fp32", "deploy-int8", "bare-fp32", "bare-int8", "ultralytics", "sdk-fp32")
+CONFIGS = (
+    "deploy-fp32",
+    "deploy-int8",
+    "bare-fp32",
+    "bare-int8",
+    "ov-deploy-fp32",
+    "ov-deploy-int8",
+    "ov-bare-fp32",
+    "ov-bare-int8",
+    "ultralytics",
+    "sdk-fp32",
+)
 HEAVY = ("torch", "torchvision", "ultralytics", "transformers", "segment_anything")
 
 
@@ -60,7 +76,7 @@ def worker(config: str, artifact: str, weights: str, n: int, threads: int) -> di
     t0 = time.perf_counter()
     files = _images(n)
     items: list[Any]
-    if config.startswith(("deploy", "bare")):
+    if config.startswith(("deploy", "bare", "ov-")):
         import cv2
 
         import visionkit
@@ -68,7 +84,7 @@ def worker(config: str, artifact: str, weights: str, n: int, threads: int) -> di
         det = visionkit.load(artifact, threads=threads)
         first = cv2.cvtColor(cv2.imread(str(files[0])), cv2.COLOR_BGR2RGB)
         opts = det.resolved(det.options)
-        if config.startswith("deploy"):
+        if "deploy" in config:
             det.detect(first)
             cold = time.perf_counter() - t0
             items = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
@@ -161,6 +177,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-dir", default="/tmp/visionkit-deploy-bench")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated subset of the configurations"
+    )
+    ap.add_argument("--ap-images", type=int, default=100, help="coco-mini images for each deploy file's AP")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--artifact", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -173,12 +193,20 @@ def main() -> int:
         print(json.dumps(worker(args.worker, args.artifact, weights, args.images, args.threads)))
         return 0
 
+    import visionkit_onnx
     from visionkit_onnx._export import export
 
     import visionkit
 
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        print(f"unknown configurations {unknown}; known: {', '.join(CONFIGS)}", file=sys.stderr)
+        return 2
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # both runtimes calibrate INT8 on the photos visionkit-onnx bundles (the OpenVINO default is synthetic)
+    calib = Path(visionkit_onnx.__file__).parent / "calibration"
     artifacts = {}
     for precision in ("fp32", "int8"):
         path = out / f"yolov8n-dq-{precision}.onnx"
@@ -186,11 +214,35 @@ def main() -> int:
         rep = export(be, precision=precision, output=path, threads=args.threads)
         artifacts[precision] = (str(path), rep)
         print(f"exported {path} ({rep['size_bytes'] / 1e6:.1f} MB, calibration: {rep['calibration']})")
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
+    if any(c.startswith("ov-") for c in configs):
+        from visionkit_openvino._export import export as export_ir
+
+        for precision in ("fp32", "int8"):
+            path = out / f"yolov8n-dq-{precision}.xml"
+            be = visionkit.load("yolo", weights=weights, imgsz=640)
+            rep = export_ir(be, precision=precision, output=path, threads=args.threads, calib=calib)
+            artifacts[f"ov-{precision}"] = (str(path), rep)
+            print(f"exported {path} ({rep['size_bytes'] / 1e6:.1f} MB, calibration: {rep['calibration']})")
+    ap: dict[str, float] = {}
+    if args.ap_images > 0:
+        coco = Path(ddir) / "coco-mini"
+        for key, (path, _) in artifacts.items():
+            t = time.perf_counter()
+            report = visionkit.evaluate(
+                path,
+                coco=coco / "instances.json",
+                images=coco / "images",
+                limit=args.ap_images,
+                options={"threads": args.threads},
+            )
+            ap[key] = float(report.bbox.ap or 0.0)
+            print(f"AP {Path(path).name}: {ap[key]:.4f} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     for r in range(args.rounds):
-        for config in CONFIGS:
-            artifact = artifacts["int8" if config.endswith("int8") else "fp32"][0]
+        for config in configs:
+            precision = "int8" if config.endswith("int8") else "fp32"
+            artifact = artifacts[f"ov-{precision}" if config.startswith("ov-") else precision][0]
             cmd = [sys.executable, __file__, "--worker", config, "--artifact", artifact]
             cmd += ["--images", str(args.images), "--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -205,23 +257,39 @@ def main() -> int:
         for c, rs in runs.items()
     }
     sizes = env_sizes()
-    print(f"\n{'config':<13} {'peak MiB':>9} {'cold s':>7} {'ms/img':>7}  heavy imports")
+    ap_of = {
+        "deploy-fp32": "fp32",
+        "deploy-int8": "int8",
+        "ov-deploy-fp32": "ov-fp32",
+        "ov-deploy-int8": "ov-int8",
+    }
+    print(f"\n{'config':<15} {'peak MiB':>9} {'cold s':>7} {'ms/img':>7} {'AP':>7}  heavy imports")
     for c, m in med.items():
         heavy = ", ".join(m["heavy_imports"]) or "none"
-        print(f"{c:<13} {m['peak_mib']:>9.0f} {m['cold_s']:>7.2f} {m['ms']:>7.1f}  {heavy}")
-    ratios = {}
-    for p in ("fp32", "int8"):
-        d = med[f"deploy-{p}"]["ms"]
-        ratios[p] = {
-            "vs_bare": d / med[f"bare-{p}"]["ms"],
-            "vs_ultralytics": d / med["ultralytics"]["ms"],
-            "vs_sdk_fp32": d / med["sdk-fp32"]["ms"],
-        }
-        r = ratios[p]
+        a = ap.get(ap_of.get(c, ""))
         print(
-            f"deploy-{p}: {r['vs_bare']:.2f}x bare ORT, {r['vs_ultralytics']:.2f}x ultralytics predict, "
-            f"{r['vs_sdk_fp32']:.2f}x SDK torch fp32"
+            f"{c:<15} {m['peak_mib']:>9.0f} {m['cold_s']:>7.2f} {m['ms']:>7.1f} "
+            f"{'' if a is None else f'{a:.4f}':>7}  {heavy}"
         )
+    ratios: dict[str, dict[str, float]] = {}
+    for p in ("fp32", "int8"):
+        for prefix, bare, name in (("deploy", "bare", "ORT"), ("ov-deploy", "ov-bare", "OpenVINO")):
+            key = f"{prefix}-{p}"
+            if key not in med:
+                continue
+            d = med[key]["ms"]
+            r = {
+                f"vs_{o.replace('-', '_')}": d / med[o]["ms"]
+                for o in (f"{bare}-{p}", "ultralytics", "sdk-fp32", f"deploy-{p}")
+                if o in med and o != key
+            }
+            r |= {
+                f"{k}_vs_ort_deploy": med[key][k] / med[f"deploy-{p}"][k]
+                for k in ("peak_mib", "cold_s")
+                if prefix == "ov-deploy" and f"deploy-{p}" in med
+            }
+            ratios[key] = r
+            print(f"{key} ({name}): " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
     print(
         f"runtime-only environment {sizes['runtime_only_mb']:.0f} MB "
         f"({len(sizes['runtime_dists'])} distributions) vs the whole one {sizes['full_env_mb']:.0f} MB"
@@ -232,6 +300,7 @@ def main() -> int:
         "threads": args.threads,
         "medians": med,
         "ratios": ratios,
+        "ap": ap,
         "env": sizes,
         "runs": runs,
         "artifacts": {p: {"path": a, "size_bytes": rep["size_bytes"]} for p, (a, rep) in artifacts.items()},

@@ -7,8 +7,10 @@ Models are randomly initialised at the REAL sizes (random weights cost the same 
 - decoder ms per single point prompt and per call of 1 box vs 16 boxes, embedding cached;
 - 10 point prompts on one image: cached (encoder once) vs uncached (cache_size=0, encoder every call).
 
-``--configs`` adds the same measurements with the networks in ONNX Runtime (``ort-fp32``, ``ort-int8``:
-static INT8 encoder, dynamic INT8 decoder); ``torch`` is the default.
+``--configs`` adds the same measurements with torch bf16 (``torch-bf16``: encoder under autocast) or
+the networks in ONNX Runtime (``ort-fp32``, ``ort-int8``: static INT8 encoder, dynamic INT8 decoder)
+or OpenVINO (``ov-fp32``, ``ov-int8``); ``torch`` is the default. ``benchmarks/sam_runtimes.py`` prints
+the per-runtime table (decoder forward vs whole call, before/after, mask agreement, memory).
 
 Rounds are interleaved and medians reported. Prints a table and writes JSON.
 
@@ -34,8 +36,11 @@ import visionkit
 MODEL_TYPES = {"mobile-sam": "vit_t", "sam": "vit_b"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "torch": {},
+    "torch-bf16": {"precision": "bf16"},
     "ort-fp32": {"precision": "fp32", "runtime": "onnxruntime"},
     "ort-int8": {"precision": "int8", "runtime": "onnxruntime"},
+    "ov-fp32": {"precision": "fp32", "runtime": "openvino"},
+    "ov-int8": {"precision": "int8", "runtime": "openvino"},
 }
 
 
@@ -47,7 +52,7 @@ def _ms(fn: Any) -> float:
 
 def bench(name: str, config: str, rounds: int, image: np.ndarray, threads: int) -> dict[str, Any]:
     extra = dict(CONFIGS[config])
-    if extra:
+    if "runtime" in extra:
         extra["runtime_options"] = {"threads": threads}
     torch.manual_seed(0)
     cached = visionkit.load(name, weights=None, model_type=MODEL_TYPES[name], cache_size=4, **extra)

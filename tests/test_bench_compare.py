@@ -281,3 +281,14 @@ def test_cli_compare_exit_status_when_rows_error(
     assert capsys.readouterr().err.strip() == "1 of 2 rows failed (see the table)"
     assert _cli(["compare", "fake-detector", *argv, "--limit", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --limit must be a number of images, at least 1")
+
+
+def test_model_size_counts_the_openvino_weights_beside_the_xml(tmp_path: Path) -> None:
+    from visionkit.bench import _model_size_mb
+
+    xml = tmp_path / "m.xml"
+    xml.write_bytes(b"x" * 2**19)
+    xml.with_suffix(".bin").write_bytes(b"w" * 2**21)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"o" * 2**20)
+    assert _model_size_mb(xml) == 2.5 and _model_size_mb(onnx) == 1.0 and _model_size_mb(None) is None

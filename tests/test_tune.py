@@ -173,7 +173,7 @@ def test_a_candidate_that_ran_as_another_is_never_picked() -> None:
 
 def test_a_failing_fp32_reference_is_fatal(registry: Registry, images: Path) -> None:
     with pytest.raises(BackendError, match="fp32 reference failed"):
-        vt.tune("slow-detector", images=images, options={"margin": 999}, cache=False, **FAST)
+        vt.tune(LoadRecipe("slow-detector", options={"margin": 999}), images=images, cache=False, **FAST)
 
 
 def test_candidates_follow_the_registry_and_the_device(registry: Registry) -> None:
@@ -188,6 +188,27 @@ def test_candidates_follow_the_registry_and_the_device(registry: Registry) -> No
     assert vt.candidates_for(spec, registry, runtime="sloppy") == [(None, "fp32"), ("sloppy", "int8")]
     with pytest.raises(InvalidOptionError, match="Unknown runtime 'nope'"):
         vt.candidates_for(spec, registry, runtime="nope")
+
+
+def test_bf16_is_a_candidate_only_where_it_is_computed_natively(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    spec = replace(registry.get("slow-detector"), precisions=("fp32", "bf16", "fp16"))
+    monkeypatch.setattr(vt, "cpu_has_bf16", lambda: False)  # an AVX2 CPU: bf16 is emulated, slower than fp32
+    assert (None, "bf16") not in vt.candidates_for(spec, registry)
+    assert (None, "bf16") in vt.candidates_for(spec, registry, device="cuda")
+    monkeypatch.setattr(vt, "cpu_has_bf16", lambda: True)  # AVX512-BF16 / AMX
+    got = vt.candidates_for(spec, registry)
+    assert got[:2] == [(None, "fp32"), (None, "bf16")] and (None, "fp16") not in got
+
+
+def test_bf16_units_are_read_from_the_cpu_flags() -> None:
+    from visionkit.devices import cpu_has_bf16
+
+    assert cpu_has_bf16(frozenset({"avx2", "amx_bf16"})) and cpu_has_bf16(frozenset({"asimd", "bf16"}))
+    assert not cpu_has_bf16(frozenset({"avx2", "avx512f", "avx512_vnni"}))
 
 
 @pytest.mark.parametrize(
@@ -220,23 +241,25 @@ def test_the_cache_makes_the_second_call_instant_and_is_keyed(
     loose = vt.cached("slow-detector", max_drop=100.0)
     assert loose is not None and loose.picked == "sloppy:int8" and loose.measured_at == first.measured_at
     # Other options, weights, device or runtime options are another key: nothing cached for them.
-    assert vt.cached("slow-detector", options={"margin": 50}) is None
-    assert vt.cached("slow-detector", weights=str(images / "im0.png")) is None
-    assert vt.cached("slow-detector", runtime_options={"threads": 1}) is None
+    assert vt.cached(LoadRecipe("slow-detector", options={"margin": 50})) is None
+    assert vt.cached(LoadRecipe("slow-detector", weights=str(images / "im0.png"))) is None
+    assert vt.cached(LoadRecipe("slow-detector", runtime_options={"threads": 1})) is None
     # ... but the auto-only keys are not part of it
-    assert vt.cached("slow-detector", runtime_options={"max_drop": 1.0, "retune": False}) is not None
+    assert (
+        vt.cached(LoadRecipe("slow-detector", runtime_options={"max_drop": 1.0, "retune": False})) is not None
+    )
 
 
 def test_the_key_follows_the_weights_file(registry: Registry, tmp_path: Path) -> None:
     w = tmp_path / "w.bin"
     w.write_bytes(b"1")
-    k1, fp = vt.cache_key("slow-detector", weights=str(w))
+    k1, fp = vt.cache_key(LoadRecipe("slow-detector", weights=str(w)))
     assert (
         fp["weights"]["size"] == 1 and fp["machine"]["cpu_flags"] == visionkit.bench.environment().cpu_flags
     )
     w.write_bytes(b"22")
-    k2, _ = vt.cache_key("slow-detector", weights=str(w))
-    k3, fp3 = vt.cache_key("slow-detector", weights=None)
+    k2, _ = vt.cache_key(LoadRecipe("slow-detector", weights=str(w)))
+    k3, fp3 = vt.cache_key(LoadRecipe("slow-detector", weights=None))
     assert len({k1, k2, k3}) == 3 and fp3["weights"] == "random"
 
 
@@ -294,7 +317,17 @@ def test_cli_tune_prints_the_table_and_caches(
     registry: Registry, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.json"
-    argv = ["tune", "slow-detector", "--images", str(images), "--max-drop", "1.0", "--runs", "2"]
+    argv = [
+        "tune",
+        "slow-detector",
+        "--images",
+        str(images),
+        "--max-drop",
+        "1.0",
+        "--runs",
+        "2",
+        "--no-isolate",
+    ]
     code = main([*argv, "--rounds", "2", "--output", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -312,7 +345,8 @@ def test_cli_tune_prints_the_table_and_caches(
 def test_cli_precision_auto_reads_the_decision_of_tune(
     registry: Registry, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["tune", "slow-detector", "--images", str(images), "--runs", "1", "--rounds", "1"]) == 0
+    argv = ["tune", "slow-detector", "--images", str(images), "--runs", "1", "--rounds", "1", "--no-isolate"]
+    assert main(argv) == 0
     capsys.readouterr()
     out = tmp_path / "dets.json"
     assert (
@@ -343,14 +377,12 @@ def test_tune_real_yolo_on_coco_mini(tmp_path: Path, monkeypatch: pytest.MonkeyP
     reg = visionkit.get_registry()
     wanted = ["fp32", "bf16"] + (["onnxruntime:fp32"] if "onnxruntime" in reg.runtimes else [])
     report = vt.tune(
-        "yolo",
-        weights=str(w),
+        LoadRecipe("yolo", weights=str(w), options={"imgsz": 320}),
         images=[str(p) for p in photos],
         candidates=wanted,
         runs=2,
         warmup=1,
         rounds=2,
-        options={"imgsz": 320},
     )
     print(report.table())
     assert [c.label for c in report.candidates] == wanted
@@ -361,4 +393,6 @@ def test_tune_real_yolo_on_coco_mini(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert c.score is not None and 0.0 <= c.score <= 100.0 and c.ratio is not None and c.ratio > 0
     picked = _row(report, report.picked)
     assert picked.picked and picked.change is not None and picked.change >= -1.0
-    assert report.cache_file is not None and vt.cached("yolo", weights=str(w), options={"imgsz": 320})
+    assert report.cache_file is not None and vt.cached(
+        LoadRecipe("yolo", weights=str(w), options={"imgsz": 320})
+    )

@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from visionkit._tools import SCHEMA_VERSION, option_fields, progress, synthetic_image, version
+from visionkit.devices import cpu_flags
 from visionkit.errors import InvalidOptionError
 from visionkit.images import load_image
 from visionkit.loading import DEFAULT, LoadRecipe, registry_with, resolve, resolve_task
@@ -308,15 +309,7 @@ def _mb(v: float | None) -> str:
 
 # -- environment ------------------------------------------------------------------------------------
 def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return sorted(set(value.split()) & ISA_FLAGS)
-    return []
+    return sorted(cpu_flags() & ISA_FLAGS)
 
 
 def physical_cores() -> int | None:
@@ -472,6 +465,14 @@ def _model_file(backend: Any, depth: int = 0) -> Path | None:
     return None
 
 
+def _model_size_mb(path: Path | None) -> float | None:
+    """Size of the model on disk; an OpenVINO ``.xml`` counts its ``.bin`` (the weights) too."""
+    if path is None:
+        return None
+    files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
 # -- one configuration --------------------------------------------------------------------------------
 def load_sized_config(cfg: Mapping[str, Any], registry: Registry | None) -> tuple[Any, str, str | None]:
     """Load the backend, handing ``imgsz`` to the first size option it accepts and ``threads`` to its runtime."""
@@ -608,7 +609,7 @@ def _run_config(
         device_name=device_stats.pop("device_name", None) or (None if probe.active else _device_name(device)),
         device_loaded_mb=device_loaded,
         **device_stats,
-        model_size_mb=model_file.stat().st_size / 2**20 if model_file else None,
+        model_size_mb=_model_size_mb(model_file),
         model_file=str(model_file) if model_file else None,
         threads=threads,
         torch_threads=torch_threads,

@@ -19,12 +19,20 @@ Every precision goes through the same table: ``["yolo", "yolo:bf16", "yolo:int8"
 allocator memory (``device_peak_mb``) and the delta compares it (``0.55x device memory``). A precision
 the backend cannot run there (fp16 on CPU) is an error row, not a silent fp32 one; a backend that
 reports running another precision than asked gets a note.
+
+``name:auto`` is ``precision="auto"`` (:mod:`visionkit.tune`): the row is whatever recipe the cached
+decision for this machine picks, and the table names it (``yolo:auto → openvino:int8``) with a line
+under it saying what was picked and why. With no decision cached yet for those weights and options,
+compare measures it first, once, on its own images (real AP with its annotations; ``runs`` per round,
+at most 5, three interleaved rounds), each candidate in a process of its own unless ``isolate=False``
+(the table of that measurement goes to stderr), and caches it as ``visionkit tune`` does.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visionkit._tools import SCHEMA_VERSION
 from visionkit.bench import (
+    IMGSZ_OPTIONS,
     BenchResult,
     Environment,
     benchmark,
@@ -49,8 +58,9 @@ from visionkit.evaluation import (
     evaluate_coco,
     load_coco,
 )
-from visionkit.loading import DEFAULT, registry_with
-from visionkit.registry import Registry
+from visionkit.loading import DEFAULT, LoadRecipe, registry_with
+from visionkit.registry import Registry, get_registry, resolve_options
+from visionkit.tune import AUTO, cached, tune
 
 __all__ = ["CompareEntry", "CompareReport", "compare", "delta_text", "parse_spec", "plot_tradeoff"]
 
@@ -95,14 +105,19 @@ class CompareEntry(BaseModel):
     device_name: str | None = Field(None, description="GPU name on CUDA, else the CPU model.")
     model_size_mb: float | None = None
     delta: str | None = Field(None, description="Change against the first entry, in words.")
+    picked: str | None = Field(
+        None, description="For a `name:auto` spec: the recipe precision='auto' ran (`runtime:precision`)."
+    )
+    picked_reason: str | None = Field(None, description="Why `picked` was picked (the tune decision).")
     error: str | None = None
     evaluation: DetectionReport | None = None
     bench: BenchResult | None = None
 
     @property
     def label(self) -> str:
-        """``spec`` plus ``@imgsz`` when sizes vary."""
-        return f"{self.spec}@{self.imgsz}" if self.imgsz else self.spec
+        """``spec`` plus ``@imgsz`` when sizes vary, plus ``→ pick`` for an ``auto`` spec."""
+        base = f"{self.spec}@{self.imgsz}" if self.imgsz else self.spec
+        return f"{base} → {self.picked}" if self.picked else base
 
 
 class CompareReport(BaseModel):
@@ -151,6 +166,9 @@ class CompareReport(BaseModel):
             f"on {', '.join(where) or self.environment.processor or self.environment.machine}, "
             f"threads={self.environment.threads}"
         )
+        for e in self.entries:
+            if e.picked:
+                lines.append(f"{e.label}: precision='auto' picked {e.picked}: {e.picked_reason}")
         if self.plot:
             lines.append(f"plot: {self.plot}")
         if self.interrupted:
@@ -265,10 +283,44 @@ def compare(
     runs_of: dict[int, list[BenchResult]] = {}
     interrupted = False
     try:
+        # 0. precision="auto": make sure a decision is cached for each auto spec (measured here once if
+        #    not), so the accuracy pass and every benchmark process load the same pick.
+        auto_failed: dict[tuple[str, int | None], str] = {}
+        for auto_name in dict.fromkeys(name for _, name, prec in parsed if prec == AUTO):
+            for size in sizes:
+                failed = _ensure_decision(
+                    auto_name,
+                    size,
+                    shared,
+                    coco=coco,
+                    images=images,
+                    registry=registry,
+                    lookup=lookup,
+                    plugins=plugins,
+                    isolate=isolate is not False and registry is None,
+                    runs=runs,
+                    warmup=warmup,
+                )
+                if failed:
+                    auto_failed[(auto_name, size)] = failed
+        if any(prec == AUTO for _, _, prec in parsed):
+            # measured again above if asked: the loads below read that decision, not measure it once more
+            shared["runtime_options"].pop("retune", None)
         # 1. Accuracy, one spec after the other (deterministic: order does not matter).
         for spec, name, prec in parsed:
             for size in sizes:
                 cfg = {"backend": name, "precision": prec or "fp32", "imgsz": size, **shared}
+                if (name, size) in auto_failed and prec == AUTO:  # no decision: nothing to load
+                    entries.append(
+                        CompareEntry(
+                            spec=spec,
+                            backend=name,
+                            precision=AUTO,
+                            imgsz=size,
+                            error=auto_failed[(name, size)],
+                        )
+                    )
+                    continue
                 entry = _evaluate_one(
                     spec,
                     cfg,
@@ -322,7 +374,7 @@ def compare(
     notes = [
         f"{e.label} was asked for {e.precision} but the backend reports running {e.evaluation.precision}"
         for e in entries
-        if e.evaluation is not None and e.evaluation.precision != e.precision
+        if e.evaluation is not None and e.evaluation.precision != e.precision and e.precision != AUTO
     ]
     report = CompareReport(
         annotations=str(coco),
@@ -339,6 +391,85 @@ def compare(
         else:  # an empty chart would look like a result: say why there is none instead
             report.notes.append(f"no plot written to {os.fspath(plot)}: no row has both an AP and a latency")
     return report
+
+
+def _ensure_decision(
+    name: str,
+    size: int | None,
+    shared: Mapping[str, Any],
+    *,
+    coco: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    registry: Registry | None,
+    lookup: Registry | None,
+    plugins: Sequence[str],
+    isolate: bool,
+    runs: int,
+    warmup: int,
+) -> str | None:
+    """Tune ``name`` on the compare images unless a precision='auto' decision is cached for its recipe;
+    ``None``, or why no decision could be made (the row's error)."""
+    try:
+        _decide(name, size, shared, coco, images, registry, lookup, plugins, isolate, runs, warmup)
+    except BackendUnavailableError:
+        raise  # pycocotools missing: every entry would fail the same way
+    except Exception as exc:  # this row fails; the others still run
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _decide(
+    name: str,
+    size: int | None,
+    shared: Mapping[str, Any],
+    coco: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    registry: Registry | None,
+    lookup: Registry | None,
+    plugins: Sequence[str],
+    isolate: bool,
+    runs: int,
+    warmup: int,
+) -> None:
+    reg = lookup or get_registry()
+    options = dict(shared["options"])
+    if size is not None and not any(k in options for k in IMGSZ_OPTIONS):
+        # the same input-size option the accuracy pass and the benchmark will hand the backend
+        model = resolve_options(reg.get(name))
+        fields = model.model_fields if model is not None else {}
+        key = next((k for k in IMGSZ_OPTIONS if k in fields), None)
+        if key is not None:
+            options[key] = size
+    recipe = LoadRecipe(
+        name,
+        weights=shared["weights"],
+        device=shared["device"],
+        precision=AUTO,
+        options=options,
+        runtime_options=dict(shared["runtime_options"]),
+    )
+    max_drop = float(recipe.runtime_options.get("max_drop", 1.0))
+    if recipe.runtime_options.get("retune") is not True and cached(recipe, max_drop=max_drop, registry=reg):
+        return
+    print(
+        f"compare: no precision='auto' decision for {name!r} with these weights and options on this machine "
+        "yet: measuring every candidate recipe once on the compare images (`visionkit tune` does this ahead "
+        "of time; later runs read the cache)",
+        file=sys.stderr,
+    )
+    report = tune(
+        recipe,
+        images=images,
+        coco=coco,
+        max_drop=max_drop,
+        registry=registry,
+        plugins=plugins,
+        isolate=isolate,
+        runs=min(runs, 5),
+        warmup=min(warmup, 1),
+        log=lambda line: print(f"compare: {line}", file=sys.stderr),
+    )
+    print(report.table(), file=sys.stderr)
 
 
 def _evaluate_one(
@@ -363,6 +494,11 @@ def _evaluate_one(
     try:
         backend, canonical, _ = load_sized_config(cfg, registry)
         head["backend"] = canonical
+        if cfg["precision"] == AUTO:  # what the decision loaded, from the backend's runtime report
+            said = backend.runtime or {}
+            decision = said.get("auto") or {}
+            head["picked"] = decision.get("picked") or f"{said.get('name')}:{said.get('precision')}"
+            head["picked_reason"] = decision.get("reason")
         ev = evaluate_coco(
             backend,
             coco,
@@ -415,7 +551,14 @@ def plot_tradeoff(report: CompareReport, path: str | os.PathLike[str]) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     for e in points:
         assert e.ap is not None and e.latency_ms is not None
-        ax.scatter([e.latency_ms], [100 * e.ap], s=40 + (e.peak_rss_mb or 0) / 10, alpha=0.8)
+        # precision='auto' rows are stars, labelled with what they resolved to
+        ax.scatter(
+            [e.latency_ms],
+            [100 * e.ap],
+            s=(40 + (e.peak_rss_mb or 0) / 10) * (2.5 if e.picked else 1.0),
+            alpha=0.8,
+            marker="*" if e.picked else "o",
+        )
         ax.annotate(
             e.label, (e.latency_ms, 100 * e.ap), textcoords="offset points", xytext=(6, 4), fontsize=9
         )

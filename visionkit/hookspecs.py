@@ -79,6 +79,7 @@ class RegisterRuntime(Protocol):
         install: str | None = None,
         description: str = "",
         exporter: str | Callable[..., Any] | None = None,
+        export_suffixes: Sequence[str] | str = (),
     ) -> None: ...
 
 
@@ -102,5 +103,7 @@ def register_runtimes(register: RegisterRuntime) -> None:
     tasks whose ``forward`` runs in the runtime. ``visionkit.load(name, precision=..., runtime=...)``
     picks it when the backend's own runtime lacks the precision. ``exporter`` (optional import string)
     is called as ``exporter(backend, precision=..., output=path, **runtime_options)`` by
-    ``visionkit export`` to write the exported model file and return a report dict.
+    ``visionkit export`` to write the exported model file and return a report dict;
+    ``export_suffixes`` (e.g. ``(".onnx",)``) are the files it writes, so ``visionkit export -o m.xml``
+    picks the runtime that writes ``.xml`` and refuses one that does not.
     """

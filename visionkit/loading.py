@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 from visionkit.backend import parse_device, parse_options
+from visionkit.devices import apply_torch_threads
 from visionkit.errors import (
     BackendError,
     BackendUnavailableError,
@@ -285,6 +286,8 @@ def load(
         ) from exc
     with contextlib.suppress(AttributeError):  # frozen/slotted third-party objects: the spec is optional
         backend.spec = spec
+    if rt is None and getattr(backend, "native_runtime", None) == "torch":
+        apply_torch_threads()  # torch's pool is sized from the host's cores: cap it at this process's CPUs
     if rt is not None:
         missing = rt.missing()
         if missing:

@@ -221,6 +221,8 @@ class RuntimeSpec:
     install: str | None = None
     description: str = ""
     exporter: str | Callable[..., Any] | None = None
+    #: File suffixes the exporter writes (``".onnx"``); ``visionkit export -o FILE`` picks by them.
+    export_suffixes: tuple[str, ...] = ()
     plugin: str = ""
     distribution: str | None = None
 
@@ -564,6 +566,7 @@ _RUNTIME_KEYWORDS: dict[str, str] = {
     "install": "a string (the install command) or None",
     "description": "a string",
     "exporter": "an import string 'module:function', a callable, or None",
+    "export_suffixes": "a list of file suffixes the exporter writes, such as '.onnx'",
 }
 _MISSING: Any = object()
 
@@ -646,6 +649,14 @@ def _strings(name: str, key: str, value: Any, expected: str) -> tuple[str, ...]:
             f"register({name!r}): {key}= lists {twice} more than once", backend=name, key=key
         )
     return out
+
+
+def _suffixes(name: str, key: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """File suffixes, lower-cased; each must start with a dot."""
+    bad = [s for s in values if not re.fullmatch(r"\.[A-Za-z0-9_.-]+", s)]
+    if bad:
+        raise _wrong_type(name, key, bad[0], "file suffixes starting with '.', such as '.onnx'")
+    return tuple(s.lower() for s in values)
 
 
 def _among(name: str, key: str, values: tuple[str, ...], valid: Sequence[str]) -> tuple[str, ...]:
@@ -820,10 +831,7 @@ def _make_spec(
                 key="prompt_types",
             )
     if "suffixes" in fields:
-        bad = [s for s in fields["suffixes"] if not re.fullmatch(r"\.[A-Za-z0-9_.-]+", s)]
-        if bad:
-            raise _wrong_type(name, "suffixes", bad[0], "file suffixes starting with '.', such as '.onnx'")
-        fields["suffixes"] = tuple(s.lower() for s in fields["suffixes"])
+        fields["suffixes"] = _suffixes(name, "suffixes", fields["suffixes"])
     for key in ("install", "default_weights"):
         if key in kw:
             if kw[key] is not None and not isinstance(kw[key], str):
@@ -887,6 +895,19 @@ def _make_runtime_spec(
     exporter = kw.get("exporter")
     if exporter is not None:
         exporter = _check_import_string(name, "exporter", exporter, requires, allow_callable=True)
+    export_suffixes = _suffixes(
+        name,
+        "export_suffixes",
+        _strings(
+            name, "export_suffixes", kw.get("export_suffixes", ()), _RUNTIME_KEYWORDS["export_suffixes"]
+        ),
+    )
+    if export_suffixes and exporter is None:
+        raise RegistrationError(
+            f"register({name!r}): export_suffixes= says what the exporter writes, but no exporter= is given",
+            backend=name,
+            key="export_suffixes",
+        )
     factory = _check_import_string(name, "factory", factory, requires, allow_callable=True)
     if any(r.name == name for r in done):
         raise RegistrationError(f"plugin {src.name!r} registers runtime {name!r} twice", backend=name)
@@ -898,6 +919,7 @@ def _make_runtime_spec(
         install=kw.get("install"),
         description=kw.get("description") or "",
         exporter=exporter,
+        export_suffixes=export_suffixes,
         plugin=src.name,
         distribution=src.distribution,
     )

@@ -2,8 +2,11 @@
 
 ::
 
-    report = visionkit.tune.tune("yolo", weights="yolov8n.pt", images="photos/", max_drop=1.0)
-    print(report.table())                     # every candidate: accuracy change, median ms, ratio, pick
+    from visionkit.loading import LoadRecipe
+
+    recipe = LoadRecipe("yolo", weights="yolov8n.pt")
+    report = visionkit.tune.tune(recipe, images="photos/", max_drop=1.0, isolate=True)
+    print(report.table())                     # every candidate: accuracy change, median ms, ratio, peak RSS, pick
     det = visionkit.load("yolo", weights="yolov8n.pt", precision="auto")   # the cached pick, instantly
     det.runtime["auto"]                       # what was picked and why (the same table, as a dict)
 
@@ -17,7 +20,14 @@ images:
   ground truth, or real AP with ``coco=annotations.json``; classifiers: top-1 agreement in %; semantic
   segmenters: mIoU against the fp32 label maps; prompt segmenters: mask IoU for a centre click;
 - **latency**: end-to-end per image (the task verb, batch 1), interleaved rounds over the candidates,
-  warm-up calls discarded, the median over all rounds.
+  warm-up calls discarded, the median over all rounds;
+- **memory and threads**: with ``isolate=True`` (``visionkit tune``'s default) every candidate is loaded,
+  run and timed in a fresh interpreter process of its own, so no candidate's memory, thread
+  pools (torch's OpenMP pool, ONNX Runtime's, OpenVINO's) or caches leak into another's timing, and its
+  peak RSS is its own. The workers stay up, idle, while the others take their turn, so the rounds are
+  still interleaved. Each row says the thread count it ran with (its runtime's, else torch's, else
+  :func:`visionkit.devices.cpu_threads`). In-process (``isolate=False``) is faster to start, and reports
+  no per-candidate memory.
 
 The pick is the fastest candidate whose accuracy change is within ``max_drop`` points. Candidates that
 cannot run (a runtime's library missing, an export that fails) are reported with the reason; only a
@@ -29,6 +39,15 @@ library versions, the backend, the weights file (path, size, mtime; ``"random"``
 the task and the backend and runtime options. The images and ``max_drop`` are not in the key: the last
 measurement for a key is the one ``precision="auto"`` uses, and a different ``max_drop`` re-picks from it
 without measuring again.
+
+Every function here takes the backend as a :class:`~visionkit.loading.LoadRecipe` (or a bare name):
+its weights, device, task, options, runtime options and runtime are the key and what each candidate
+loads with (its ``precision`` is what is being chosen, so it is ignored; ``runtime`` restricts the
+candidates to that runtime's).
+
+Where the decision shows: ``backend.runtime["auto"]`` (:meth:`TuneReport.summary`), ``visionkit info
+NAME`` (reads the cache file only: no model, no model library) and ``visionkit compare ... NAME:auto``
+(the row names the recipe it resolved to, and why).
 
 ``visionkit.load(name, precision="auto")`` resolves through this module (the package root installs
 :func:`load_auto` as the loading layer's auto-precision hook, so the loading layer never imports a tool).
@@ -43,11 +62,14 @@ import importlib.util
 import json
 import math
 import os
+import pickle
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,6 +80,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from visionkit._tools import SCHEMA_VERSION, option_fields, synthetic_image
 from visionkit.bench import environment
 from visionkit.coco import to_coco_results
+from visionkit.devices import cpu_has_bf16, thread_policy
 from visionkit.errors import BackendError, DatasetError, InvalidOptionError, VisionKitError
 from visionkit.evaluation import (
     COCO_SCORE_THRESHOLD,
@@ -68,7 +91,7 @@ from visionkit.evaluation import (
     load_coco,
 )
 from visionkit.images import list_images, load_image
-from visionkit.loading import DEFAULT, LoadRecipe, load, resolve_task
+from visionkit.loading import DEFAULT, LoadRecipe, load, registry_with, resolve_task
 from visionkit.protocols import Task
 from visionkit.registry import BackendSpec, Registry, get_registry
 from visionkit.weights import weights_dirs
@@ -99,6 +122,9 @@ CACHE_FORMAT = 1
 DEFAULT_MAX_IMAGES = 8
 # Libraries whose version changes the speed of some candidate: a new one means measuring again.
 _VERSIONED = ("torch", "onnxruntime", "openvino", "nncf", "ultralytics", "transformers")
+# Seconds an isolated worker is left alone before the next one is timed: idle thread pools (OpenMP,
+# ONNX Runtime) spin for a moment after their last call, and must not steal the next one's cores.
+_SETTLE_S = 0.05
 
 
 # -- reports --------------------------------------------------------------------------------------
@@ -117,6 +143,24 @@ class CandidateResult(BaseModel):
     ratio: float | None = Field(None, description="median_ms / the fp32 reference's median_ms.")
     runs: int = 0
     load_s: float | None = Field(None, description="Seconds to load (and export/quantize) it.")
+    peak_rss_mb: float | None = Field(
+        None,
+        description="Peak resident memory of its own process (isolated runs only), MiB: loading, export "
+        "and quantization included.",
+    )
+    run_peak_rss_mb: float | None = Field(
+        None,
+        description="Peak resident memory of its own process while it was timed (after loading and the "
+        "accuracy pass), MiB: what serving it needs. Isolated runs on Linux only.",
+    )
+    threads: int | None = Field(
+        None, description="Threads it ran with: its runtime's, else torch's, else the CPU thread policy's."
+    )
+    thread_info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Where `threads` comes from: `policy` (and `policy_source`), `torch`, `runtime` counts.",
+    )
+    isolated: bool = Field(False, description="Loaded, run and timed in a fresh process of its own.")
     within_budget: bool = False
     picked: bool = False
     error: str | None = None
@@ -143,6 +187,7 @@ class TuneReport(BaseModel):
     runs: int
     warmup: int
     rounds: int
+    isolated: bool = Field(False, description="Every candidate ran in a fresh process of its own.")
     seconds: float = Field(description="Wall time the measurement took.")
     measured_at: str
     key: str = Field("", description="Cache key (sha256 of `fingerprint`).")
@@ -165,6 +210,8 @@ class TuneReport(BaseModel):
             "from_cache": self.from_cache,
             "cache_file": self.cache_file,
             "measured_at": self.measured_at,
+            "isolated": self.isolated,
+            "notes": list(self.notes),
             "candidates": [c.model_dump() for c in self.candidates],
         }
 
@@ -184,7 +231,10 @@ class TuneReport(BaseModel):
 
     def table(self) -> str:
         """One row per candidate: accuracy change, median latency, ratio to fp32, the pick."""
-        head = f"{'candidate':<22}{'ran':<22}{'score':>7}{'change':>8}{'median ms':>11}{'x fp32':>8}{'load s':>8}  picked"
+        head = (
+            f"{'candidate':<22}{'ran':<22}{'score':>7}{'change':>8}{'median ms':>11}{'x fp32':>8}"
+            f"{'peak MB':>9}{'run MB':>8}{'threads':>8}{'load s':>8}  picked"
+        )
         lines = [head, "-" * len(head)]
         for c in self.candidates:
             if c.error:
@@ -201,12 +251,19 @@ class TuneReport(BaseModel):
             )
             lines.append(
                 f"{c.label:<22}{(c.ran or '-'):<22}{_num(c.score, 1):>7}{_signed(c.change):>8}"
-                f"{_num(c.median_ms, 2):>11}{_num(c.ratio, 2):>8}{_num(c.load_s, 1):>8}  {mark}"
+                f"{_num(c.median_ms, 2):>11}{_num(c.ratio, 2):>8}{_num(c.peak_rss_mb, 0):>9}{_num(c.run_peak_rss_mb, 0):>8}"
+                f"{(str(c.threads) if c.threads else '-'):>8}{_num(c.load_s, 1):>8}  {mark}"
             )
         lines.append(
             f"score: {self.metric} (0-100); change vs fp32 in points; latency end to end per image, median of "
             f"{self.rounds} interleaved round(s) x {self.runs} runs after {self.warmup} warm-up; {self.images} "
-            f"image(s) from {self.image_source}; device {self.device}"
+            f"image(s) from {self.image_source}; device {self.device}; "
+            + (
+                "each candidate in a fresh process of its own (peak MB: its process's peak, loading "
+                "included; run MB: its peak while timed)"
+                if self.isolated
+                else "all candidates in one process (no per-candidate memory)"
+            )
         )
         lines.append(f"picked {self.picked}: {self.reason}")
         if self.from_cache:
@@ -242,17 +299,21 @@ def candidates_for(
 ) -> list[tuple[str | None, str]]:
     """``(runtime or None, precision)`` pairs worth measuring for ``spec`` on ``device``, fp32 first.
 
-    Native precisions the backend declares (``fp16`` only on a GPU), then each registered runtime's
-    precisions by runtime name (``fp16`` only on a GPU). With ``runtime``, only that runtime's (the
-    native fp32 reference is always measured).
+    Native precisions the backend declares, then each registered runtime's precisions by runtime name.
+    ``fp16`` only on a GPU; ``bf16`` only on a GPU or a CPU with bf16 units (AVX512-BF16, AMX, Arm BF16):
+    elsewhere it is emulated, slower than fp32 and OpenVINO runs it as fp32 anyway. With ``runtime``,
+    only that runtime's (the native fp32 reference is always measured). ``--candidates`` still times
+    any recipe named explicitly.
     """
+    gpu = _is_gpu(device)
+    bf16 = gpu or cpu_has_bf16()
+
+    def worth(p: str) -> bool:
+        return (p != "fp16" or gpu) and (p != "bf16" or bf16)
+
     out: list[tuple[str | None, str]] = [(None, "fp32")]
     if runtime is None:
-        out += [
-            (None, p)
-            for p in spec.precisions
-            if p not in ("fp32", "int8") and (p != "fp16" or _is_gpu(device))
-        ]
+        out += [(None, p) for p in spec.precisions if p not in ("fp32", "int8") and worth(p)]
         out += [(None, "int8")] if "int8" in spec.precisions else []
     names = sorted(registry.runtimes) if runtime is None else [runtime]
     for name in names:
@@ -260,7 +321,7 @@ def candidates_for(
         if rt is None:
             known = ", ".join(sorted(registry.runtimes)) or "(none installed)"
             raise InvalidOptionError(f"Unknown runtime {name!r}; installed runtimes: {known}.")
-        out += [(name, p) for p in rt.precisions if p != "fp16" or _is_gpu(device)]
+        out += [(name, p) for p in rt.precisions if worth(p)]
     return out
 
 
@@ -338,32 +399,51 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def cache_key(
-    name: str,
-    *,
-    weights: Any = DEFAULT,
-    device: str = "cpu",
-    task: Task | str | None = None,
-    options: Mapping[str, Any] | None = None,
-    runtime_options: Mapping[str, Any] | None = None,
-    runtime: str | None = None,
-    registry: Registry | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """``(sha256 hex, the fingerprint it hashes)`` for a backend on this machine (see the module doc)."""
-    reg = registry or get_registry()
-    spec = reg.get(name)
-    rt_opts = {k: v for k, v in (runtime_options or {}).items() if k not in AUTO_RUNTIME_OPTIONS}
+def _as_recipe(backend: LoadRecipe | str) -> LoadRecipe:
+    """A bare name is the recipe of that name with every default."""
+    if isinstance(backend, LoadRecipe):
+        return backend
+    if isinstance(backend, str):
+        return LoadRecipe(backend)
+    raise InvalidOptionError(
+        f"Give a backend name or a visionkit.LoadRecipe, but got {type(backend).__name__}: {backend!r}."
+    )
+
+
+def _registry_for(recipe: LoadRecipe, plugins: Sequence[str] = ()) -> Registry:
+    """Where ``recipe`` is looked up: its own plugins only, else the installed ones plus ``plugins``.
+
+    The same rule in the parent and in an isolated worker, so both see the same backends and runtimes.
+    """
+    if recipe.plugins:
+        return recipe.registry()
+    return registry_with(plugins) or get_registry()
+
+
+def _key_runtime_options(recipe: LoadRecipe) -> dict[str, Any]:
+    return {k: v for k, v in recipe.runtime_options.items() if k not in AUTO_RUNTIME_OPTIONS}
+
+
+def cache_key(recipe: LoadRecipe | str, *, registry: Registry | None = None) -> tuple[str, dict[str, Any]]:
+    """``(sha256 hex, the fingerprint it hashes)`` for a backend on this machine (see the module doc).
+
+    The recipe's weights, device, task, options, runtime options (less ``max_drop`` and ``retune``) and
+    runtime are the key; its ``precision`` is not (it is what the measurement chooses).
+    """
+    recipe = _as_recipe(recipe)
+    reg = registry or _registry_for(recipe)
+    spec = reg.get(recipe.name)
     fingerprint = {
         "format": CACHE_FORMAT,
-        "machine": _machine(device),
+        "machine": _machine(recipe.device),
         "versions": _versions(),
         "backend": spec.name,
-        "task": None if task is None else Task.parse(task).value,
-        "weights": _weights_id(weights, spec),
-        "device": str(device),
-        "options": _jsonable(dict(options or {})),
-        "runtime_options": _jsonable(rt_opts),
-        "runtime": runtime,
+        "task": None if recipe.task is None else recipe.task.value,
+        "weights": _weights_id(recipe.weights, spec),
+        "device": str(recipe.device),
+        "options": _jsonable(dict(recipe.options)),
+        "runtime_options": _jsonable(_key_runtime_options(recipe)),
+        "runtime": recipe.runtime,
     }
     text = json.dumps(fingerprint, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), fingerprint
@@ -374,34 +454,21 @@ def _cache_file(folder: Path, backend: str, key: str) -> Path:
 
 
 def cached(
-    name: str,
+    recipe: LoadRecipe | str,
     *,
     max_drop: float = 1.0,
-    weights: Any = DEFAULT,
-    device: str = "cpu",
-    task: Task | str | None = None,
-    options: Mapping[str, Any] | None = None,
-    runtime_options: Mapping[str, Any] | None = None,
-    runtime: str | None = None,
     registry: Registry | None = None,
     cache: str | os.PathLike[str] | None = None,
 ) -> TuneReport | None:
-    """The cached measurement for this key, picked for ``max_drop``; ``None`` when there is none.
+    """The cached measurement for ``recipe``'s key (:func:`cache_key`), picked for ``max_drop``; ``None``
+    when there is none. Reads one small JSON file: no model is built, no model library imported.
 
     An unreadable or stale file (another format, another key) counts as none.
     """
-    reg = registry or get_registry()
-    key, _ = cache_key(
-        name,
-        weights=weights,
-        device=device,
-        task=task,
-        options=options,
-        runtime_options=runtime_options,
-        runtime=runtime,
-        registry=reg,
-    )
-    path = _cache_file(cache_dir(cache), reg.get(name).name, key)
+    recipe = _as_recipe(recipe)
+    reg = registry or _registry_for(recipe)
+    key, _ = cache_key(recipe, registry=reg)
+    path = _cache_file(cache_dir(cache), reg.get(recipe.name).name, key)
     try:
         report = TuneReport.model_validate_json(path.read_text())
     except (OSError, ValueError):
@@ -643,34 +710,285 @@ def _pick(
     return marked, best, "; ".join(why)
 
 
+# -- one candidate ---------------------------------------------------------------------------------------
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process, MiB (Linux ``VmHWM``: not ``ru_maxrss``, which a
+    worker inherits from its parent when the parent's was larger)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    try:
+        import resource
+    except ModuleNotFoundError:  # Windows: not measured
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _reset_peak_rss() -> bool:
+    """Restart this process's peak-RSS count from its current RSS (Linux >= 4.0); whether it could."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _threads_used(bk: Any) -> dict[str, Any]:
+    """The thread counts a loaded candidate runs with: the CPU policy's, torch's (when torch is loaded),
+    and its runtime's (when the runtime reports one)."""
+    info: dict[str, Any] = {}
+    # A bad VISIONKIT_THREADS fails the load itself where it matters; here it only leaves no policy.
+    with contextlib.suppress(VisionKitError):
+        policy = thread_policy()
+        info.update(policy=int(policy["threads"]), policy_source=str(policy["source"]))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            info["torch"] = int(torch.get_num_threads())
+    said = getattr(bk, "runtime", None)
+    if isinstance(said, Mapping):
+        for key in ("threads", "intra_op_threads"):
+            value = said.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                info["runtime"] = value
+                break
+    return info
+
+
+def _effective_threads(info: Mapping[str, Any], native: bool) -> int | None:
+    """One number for the table: a runtime's own count, else torch's for the backend's own code."""
+    if "runtime" in info:
+        return int(info["runtime"])
+    if native and "torch" in info:
+        return int(info["torch"])
+    return int(info["policy"]) if "policy" in info else None
+
+
+class _Candidate:
+    """Loads one candidate recipe, runs the accuracy pass, times rounds: in this process, or inside an
+    isolated worker (:func:`_worker`), where the same object does the same work."""
+
+    def __init__(
+        self,
+        recipe: LoadRecipe,
+        registry: Registry,
+        pool: Sequence[np.ndarray],
+        *,
+        reference: bool = False,
+        isolated: bool = False,
+    ) -> None:
+        self.recipe, self.registry, self.pool = recipe, registry, list(pool)
+        self.want_reference, self.isolated = reference, isolated
+        self.bk: Any = None
+        self.task: Task | None = None
+        self.load_peak: float | None = None
+        self.peak_was_reset = False
+
+    def load(self) -> dict[str, Any]:
+        """Load, then run every image once (the scored pass, also the first warm-up)."""
+        r, label = self.recipe, _label(self.recipe.runtime, self.recipe.precision)
+        t0 = time.perf_counter()
+        # A runtime's warning (e.g. "this CPU cannot run bf16, running fp32") belongs in the report.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.bk = load(
+                r.name,
+                task=r.task,
+                weights=r.weights,
+                device=r.device,
+                precision=r.precision,
+                runtime=r.runtime,
+                runtime_options=dict(r.runtime_options) or None,
+                registry=self.registry,
+                **dict(r.options),
+            )
+        load_s = time.perf_counter() - t0
+        notes = [
+            f"{label}: {w.message}" for w in caught if issubclass(w.category, (RuntimeWarning, UserWarning))
+        ]
+        task = self.task = resolve_task(self.bk, r.task)
+        low = _scoring_overrides(self.bk, task, r.options)
+        outputs = [_call(self.bk, task, im, **low) for im in self.pool]
+        reference = None
+        if self.want_reference:  # the pseudo ground truth: what the user's options keep
+            reference = [_call(self.bk, task, im) for im in self.pool] if low else outputs
+        said = getattr(self.bk, "runtime", None)  # what a runtime reports running, when one runs it
+        ran = _label(str(said.get("name")) if said else None, str(getattr(self.bk, "precision", r.precision)))
+        if self.isolated:  # the peak so far is loading's (export, quantization); from here on, serving's
+            self.load_peak = _peak_rss_mb()
+            self.peak_was_reset = _reset_peak_rss()
+        return {
+            "load_s": load_s,
+            "notes": list(dict.fromkeys(notes)),
+            "task": task.value,
+            "outputs": outputs,
+            "reference": reference,
+            "ran": ran,
+        }
+
+    def time(self, warmup: int, runs: int, offset: int) -> list[float]:
+        """``warmup`` discarded calls, then ``runs`` timed ones (ms), cycling the images from ``offset``."""
+        assert self.task is not None
+        n = len(self.pool)
+        for i in range(warmup):
+            _call(self.bk, self.task, self.pool[i % n])
+        samples = []
+        for i in range(runs):
+            im = self.pool[(offset + i) % n]
+            t0 = time.perf_counter()
+            _call(self.bk, self.task, im)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        return samples
+
+    def finish(self) -> dict[str, Any]:
+        """Threads it ran with and, in its own process, its peak memory."""
+        info = _threads_used(self.bk)
+        out: dict[str, Any] = {
+            "thread_info": info,
+            "threads": _effective_threads(info, native=self.recipe.runtime is None),
+        }
+        if self.isolated:
+            now = _peak_rss_mb()
+            peaks = [p for p in (self.load_peak, now) if p is not None]
+            out["peak_rss_mb"] = max(peaks) if peaks else None
+            out["run_peak_rss_mb"] = now if self.peak_was_reset else None
+        return out
+
+    def close(self) -> None:
+        self.bk = None
+
+
+class _WorkerError(Exception):
+    """A candidate failed inside its worker: the message is the worker's ``Type: text``."""
+
+
+# The worker is a fresh interpreter started with ``-c`` (not multiprocessing's spawn, which re-runs the
+# caller's main script in the child: a script calling tune() without an ``if __name__`` guard breaks).
+_WORKER_CODE = "from visionkit.tune import _worker_main; _worker_main()"
+
+
+def _worker_main() -> None:
+    """An isolated worker: reads pickled commands on stdin, answers on stdout.
+
+    First the parent's ``sys.path`` (so plugins importable there are importable here) and the
+    candidate, then ``("load",)``, ``("time", warmup, runs, offset)`` ... and ``("finish",)``.
+    """
+    out = os.fdopen(os.dup(1), "wb")  # the protocol owns the real stdout ...
+    os.dup2(2, 1)  # ... and whatever a library prints goes to stderr instead of corrupting it
+    inp = sys.stdin.buffer
+    try:
+        sys.path[:0] = [p for p in pickle.load(inp) if p not in sys.path]
+        payload = pickle.load(inp)
+        recipe = payload["recipe"]
+        cand = _Candidate(
+            recipe,
+            _registry_for(recipe, payload["plugins"]),
+            payload["pool"],
+            reference=payload["reference"],
+            isolated=True,
+        )
+        while True:
+            cmd, *args = pickle.load(inp)
+            try:
+                if cmd == "load":
+                    reply: tuple[str, Any] = ("ok", cand.load())
+                elif cmd == "time":
+                    reply = ("ok", cand.time(*args))
+                else:
+                    reply = ("ok", cand.finish())
+            except Exception as exc:  # reported in the candidate's row by the parent
+                reply = ("error", f"{type(exc).__name__}: {exc}".strip())
+            pickle.dump(reply, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+            if cmd == "finish":
+                return
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):  # the parent went away or was interrupted
+        return
+
+
+class _Isolated:
+    """The parent's handle on one isolated worker process: the same methods as :class:`_Candidate`."""
+
+    def __init__(
+        self, recipe: LoadRecipe, plugins: Sequence[str], pool: Sequence[np.ndarray], reference: bool
+    ) -> None:
+        # Started at once (the interpreters import in parallel); the candidate is sent with "load".
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self.payload: dict[str, Any] | None = {
+            "recipe": recipe,
+            "plugins": tuple(plugins),
+            "pool": list(pool),
+            "reference": reference,
+        }
+
+    def _ask(self, *msg: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            if self.payload is not None:
+                pickle.dump(list(sys.path), self.proc.stdin)
+                pickle.dump(self.payload, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.payload = None
+            pickle.dump(msg, self.proc.stdin)
+            self.proc.stdin.flush()
+            status, value = pickle.load(self.proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            code = self.proc.wait(timeout=10)
+            raise _WorkerError(f"the worker process exited (code {code})") from exc
+        if status == "error":
+            raise _WorkerError(value)
+        return value
+
+    def load(self) -> dict[str, Any]:
+        return dict(self._ask("load"))
+
+    def time(self, warmup: int, runs: int, offset: int) -> list[float]:
+        return list(self._ask("time", warmup, runs, offset))
+
+    def finish(self) -> dict[str, Any]:
+        return dict(self._ask("finish"))
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()  # EOF: an idle worker returns
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 # -- measuring ---------------------------------------------------------------------------------------------
 def tune(
-    backend: str | LoadRecipe,
+    recipe: LoadRecipe | str,
     *,
     images: str | os.PathLike[str] | Sequence[Any] | None = None,
     coco: str | os.PathLike[str] | None = None,
     max_drop: float = 1.0,
     candidates: Sequence[str] | None = None,
-    weights: Any = DEFAULT,
-    device: str = "cpu",
-    task: Task | str | None = None,
-    options: Mapping[str, Any] | None = None,
-    runtime_options: Mapping[str, Any] | None = None,
-    runtime: str | None = None,
     runs: int = 5,
     warmup: int = 1,
     rounds: int = 3,
     max_images: int = DEFAULT_MAX_IMAGES,
     registry: Registry | None = None,
+    plugins: Sequence[str] = (),
+    isolate: bool = False,
     cache: bool = True,
     cache_path: str | os.PathLike[str] | None = None,
     log: Callable[[str], Any] | None = None,
 ) -> TuneReport:
-    """Measure every candidate recipe of ``backend`` on this machine and these images, pick, and cache.
+    """Measure every candidate recipe of a backend on this machine and these images, pick, and cache.
 
     Args:
-        backend: a backend name or a :class:`~visionkit.loading.LoadRecipe` (its weights, device,
-            options, runtime options and task stand for the arguments of the same names).
+        recipe: a :class:`~visionkit.loading.LoadRecipe` (or a bare backend name): its weights, device,
+            task, options and runtime options are what every candidate loads with, and the cache key;
+            its ``runtime`` restricts the candidates to that runtime's precisions (plus the fp32
+            reference); its ``precision`` is ignored.
         images: a folder, files or arrays to measure on (the first ``max_images``); default
             ``VISIONKIT_CALIB``, else visionkit-onnx's bundled photos, else the synthetic test image.
         coco: a COCO instances file whose ``file_name``\\ s are the ``images``: real AP instead of
@@ -678,10 +996,16 @@ def tune(
         max_drop: the accuracy budget, in points (AP points, % agreement, mIoU points).
         candidates: restrict to these (``"fp32"``, ``"bf16"``, ``"onnxruntime:int8"`` ...); default
             :func:`candidates_for`. The native fp32 reference is always measured.
-        runtime: only this runtime's precisions (plus the fp32 reference).
         runs, warmup, rounds: timed calls per candidate per round, discarded calls before them, and
             interleaved rounds over the candidates.
-        registry: look the backend and runtimes up here (default: the installed plugins).
+        registry: look the backend and runtimes up in this object (in-process only: an object cannot
+            be handed to a worker process).
+        plugins: extra plugins as ``"module:attr"`` import strings, added to the installed ones here
+            and in every worker.
+        isolate: load, run and time each candidate in a fresh process of its own (a new interpreter;
+            they start in parallel, about a second each): memory and thread pools cannot leak between
+            candidates, and each row gets its own peak RSS. ``visionkit tune`` isolates by default.
+            Plugins are found in the workers as here (installed ones, ``plugins``, the recipe's).
         cache: write the result to the cache (:func:`cache_dir`, or ``cache_path``).
         log: called with one line per step (default: silent).
 
@@ -692,40 +1016,27 @@ def tune(
         BackendError: the fp32 reference itself cannot load or run (nothing to measure against).
         InvalidOptionError, DatasetError: bad arguments or images.
     """
-    if isinstance(backend, LoadRecipe):
-        recipe = backend
-        backend, weights, device = recipe.name, recipe.weights, recipe.device
-        options = {**recipe.options, **(options or {})}
-        runtime_options = {**recipe.runtime_options, **(runtime_options or {})}
-        task = task if task is not None else recipe.task
-        runtime = runtime if runtime is not None else recipe.runtime
-        if recipe.plugins and registry is None:
-            registry = recipe.registry()
+    recipe = _as_recipe(recipe)
     if runs < 1 or warmup < 0 or rounds < 1 or max_images < 1:
         raise InvalidOptionError(
             f"runs, rounds and max_images must be >= 1 and warmup >= 0, but got runs={runs}, "
             f"rounds={rounds}, max_images={max_images}, warmup={warmup}."
         )
+    if isolate and registry is not None:
+        raise InvalidOptionError(
+            "isolate=True needs the installed plugins (or plugins=['module:attr'], or a recipe's plugins): "
+            "a Registry object cannot be handed to a worker process."
+        )
     say = log or (lambda _line: None)
-    reg = registry or get_registry()
-    spec = reg.get(backend)
+    reg = registry or _registry_for(recipe, plugins)
+    spec = reg.get(recipe.name)
     t_start = time.perf_counter()
-    options = dict(options or {})
-    rt_opts = {k: v for k, v in (runtime_options or {}).items() if k not in AUTO_RUNTIME_OPTIONS}
-    key, fingerprint = cache_key(
-        spec.name,
-        weights=weights,
-        device=device,
-        task=task,
-        options=options,
-        runtime_options=rt_opts,
-        runtime=runtime,
-        registry=reg,
-    )
+    rt_opts = _key_runtime_options(recipe)
+    key, fingerprint = cache_key(recipe, registry=reg)
     pairs = (
         [(None, "fp32")] + [_parse_candidate(c, reg) for c in candidates if c != "fp32"]
         if candidates
-        else candidates_for(spec, reg, device, runtime)
+        else candidates_for(spec, reg, recipe.device, recipe.runtime)
     )
     pairs = list(dict.fromkeys(pairs))
     pool, names, source = _gather(images, max_images)
@@ -738,60 +1049,73 @@ def tune(
             raise DatasetError(f"None of the {len(names)} image(s) from {source} is in {str(coco)!r}.")
         pool, names = [pool[i] for i in keep], [names[i] for i in keep]
         ids = [by_name[n] for n in names]
-    say(f"tuning {spec.name}: {len(pairs)} candidate(s) on {len(pool)} image(s) from {source}")
+    where = "each in a fresh process" if isolate else "in this process"
+    say(f"tuning {spec.name}: {len(pairs)} candidate(s) on {len(pool)} image(s) from {source}, {where}")
 
-    loaded: dict[tuple[str | None, str], Any] = {}
-    notes: list[str] = []
+    base = replace(recipe, name=spec.name, precision="fp32", runtime=None, runtime_options={})
+    handles: dict[tuple[str | None, str], _Candidate | _Isolated] = {}
     rows: dict[tuple[str | None, str], dict[str, Any]] = {}
+    notes: list[str] = []
     outputs: dict[tuple[str | None, str], list[Any]] = {}
     reference: list[Any] = []
     resolved_task: Task | None = None
-    for pair in pairs:
-        rt, prec = pair
-        label = _label(rt, prec)
-        row: dict[str, Any] = {"label": label, "runtime": rt, "precision": prec}
-        rows[pair] = row
-        say(f"  loading {label} ...")
-        t0 = time.perf_counter()
-        try:
-            # A runtime's warning (e.g. "this CPU cannot run bf16, running fp32") belongs in the report.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                bk = load(
-                    spec.name,
-                    task=task,
-                    weights=weights,
-                    device=device,
-                    precision=prec,
-                    runtime=rt,
-                    runtime_options=dict(rt_opts) if rt is not None else None,
-                    registry=reg,
-                    **options,
+    try:
+        for rt, prec in pairs:  # every worker starts (imports) at once; they load one at a time below
+            cand = replace(base, precision=prec, runtime=rt, runtime_options=rt_opts if rt else {})
+            ref = (rt, prec) == (None, "fp32")
+            handles[(rt, prec)] = (
+                _Isolated(cand, plugins, pool, ref) if isolate else _Candidate(cand, reg, pool, reference=ref)
+            )
+        for pair, handle in list(handles.items()):
+            label = _label(*pair)
+            row: dict[str, Any] = {
+                "label": label,
+                "runtime": pair[0],
+                "precision": pair[1],
+                "isolated": isolate,
+            }
+            rows[pair] = row
+            say(f"  loading {label} ...")
+            try:
+                got = handle.load()
+            except Exception as exc:  # one failing candidate must not lose the others
+                row["error"] = (
+                    str(exc) if isinstance(exc, _WorkerError) else f"{type(exc).__name__}: {exc}".strip()
                 )
-            notes += [
-                f"{label}: {w.message}"
-                for w in caught
-                if issubclass(w.category, (RuntimeWarning, UserWarning))
-                and f"{label}: {w.message}" not in notes
-            ]
-            row["load_s"] = time.perf_counter() - t0
-            resolved_task = resolved_task or resolve_task(bk, task)
-            # The accuracy pass is also the first warm-up (runtimes compile on their first call).
-            low = _scoring_overrides(bk, resolved_task, options)
-            outputs[pair] = [_call(bk, resolved_task, im, **low) for im in pool]
-            if pair == (None, "fp32"):  # the pseudo ground truth: what the user's options keep
-                reference = [_call(bk, resolved_task, im) for im in pool] if low else outputs[pair]
-            said = getattr(bk, "runtime", None)  # what a runtime reports running, when one runs it
-            row["ran"] = _label(str(said.get("name")) if said else None, str(getattr(bk, "precision", prec)))
-            loaded[pair] = bk
-        except Exception as exc:  # one failing candidate must not lose the others
-            row["error"] = f"{type(exc).__name__}: {exc}".strip()
-            say(f"  {label}: could not run ({row['error']})")
-            if pair == (None, "fp32"):
-                raise BackendError(
-                    f"Cannot tune {spec.name!r}: the fp32 reference failed ({row['error']})."
-                ) from exc
-    assert resolved_task is not None
+                say(f"  {label}: could not run ({row['error']})")
+                handles.pop(pair).close()
+                if pair == (None, "fp32"):
+                    raise BackendError(
+                        f"Cannot tune {spec.name!r}: the fp32 reference failed ({row['error']})."
+                    ) from exc
+                continue
+            row.update(load_s=got["load_s"], ran=got["ran"])
+            notes += [n for n in got["notes"] if n not in notes]
+            resolved_task = resolved_task or Task.parse(got["task"])
+            outputs[pair] = got["outputs"]
+            if got["reference"] is not None:
+                reference = got["reference"]
+        assert resolved_task is not None
+        samples: dict[tuple[str | None, str], list[float]] = {p: [] for p in handles}
+        for r in range(rounds):
+            say(f"  timing, round {r + 1} of {rounds}")
+            for pair, handle in handles.items():
+                if rows[pair].get("error"):
+                    continue
+                if isolate:
+                    time.sleep(_SETTLE_S)
+                try:
+                    samples[pair] += handle.time(warmup, runs, r * runs)
+                except Exception as exc:  # reported in its row; the others keep running
+                    rows[pair]["error"] = (
+                        str(exc) if isinstance(exc, _WorkerError) else f"{type(exc).__name__}: {exc}"
+                    )
+        for pair, handle in handles.items():
+            with contextlib.suppress(Exception):  # a worker that died already has its error
+                rows[pair].update(handle.finish())
+    finally:
+        for handle in handles.values():  # free every candidate's model (and end every worker)
+            handle.close()
     metric = _metric_name(resolved_task, coco_gt is not None)
     scorer = _Scorer(resolved_task, [im.shape[:2] for im in pool], coco_gt, ids)
     scorer.reference(reference)
@@ -800,33 +1124,17 @@ def tune(
     ref_score = rows[(None, "fp32")]["score"]
     for pair in outputs:
         rows[pair]["change"] = rows[pair]["score"] - ref_score
-
-    samples: dict[tuple[str | None, str], list[float]] = {p: [] for p in loaded}
-    for r in range(rounds):
-        say(f"  timing, round {r + 1} of {rounds}")
-        for pair, bk in loaded.items():
-            try:
-                for i in range(warmup):
-                    _call(bk, resolved_task, pool[i % len(pool)])
-                for i in range(runs):
-                    im = pool[(r * runs + i) % len(pool)]
-                    t0 = time.perf_counter()
-                    _call(bk, resolved_task, im)
-                    samples[pair].append((time.perf_counter() - t0) * 1e3)
-            except Exception as exc:  # reported in its row; the others keep running
-                rows[pair]["error"] = f"{type(exc).__name__}: {exc}"
     ref_ms = float(np.median(samples[(None, "fp32")])) if samples.get((None, "fp32")) else None
     for pair, ms in samples.items():
         if ms and rows[pair].get("error") is None:
             med = float(np.median(ms))
             rows[pair].update(median_ms=med, runs=len(ms), ratio=med / ref_ms if ref_ms else None)
-    loaded.clear()  # free every candidate's model before the next is asked for
     results = [CandidateResult(**row) for row in rows.values()]
     marked, best, reason = _pick(results, max_drop, metric)
     report = TuneReport(
         backend=spec.name,
         task=resolved_task.value,
-        device=str(device),
+        device=str(recipe.device),
         metric=metric,
         max_drop=float(max_drop),
         picked=best.label,
@@ -839,6 +1147,7 @@ def tune(
         runs=runs,
         warmup=warmup,
         rounds=rounds,
+        isolated=isolate,
         seconds=time.perf_counter() - t_start,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         key=key,
@@ -852,6 +1161,22 @@ def tune(
 
 
 # -- precision="auto" ----------------------------------------------------------------------------------------
+def _decision(recipe: LoadRecipe, max_drop: float, registry: Registry) -> TuneReport | None:
+    """The cached decision for ``recipe``; with a ``threads`` runtime option and none for that key, the
+    one measured without it (``threads`` only pins the picked runtime's pool: ``compare`` and ``bench``
+    pass it to every entry, and must find what ``visionkit tune`` measured)."""
+    report = cached(recipe, max_drop=max_drop, registry=registry)
+    if report is None and "threads" in recipe.runtime_options:
+        rest = {k: v for k, v in recipe.runtime_options.items() if k != "threads"}
+        report = cached(replace(recipe, runtime_options=rest), max_drop=max_drop, registry=registry)
+        if report is not None:
+            pinned = recipe.runtime_options["threads"]
+            report = report.model_copy(
+                update={"notes": [*report.notes, f"measured without threads={pinned}; loaded with it"]}
+            )
+    return report
+
+
 def load_auto(
     name: str,
     *,
@@ -865,29 +1190,31 @@ def load_auto(
 ) -> Any:
     """``visionkit.load(name, precision="auto", ...)``: the cached pick for this key, else tune once, then load it.
 
-    ``runtime_options`` may hold ``max_drop`` (points, default 1.0), ``retune`` (measure again) and
-    ``calib`` (a folder: measured on, and passed on as the INT8 calibration folder); the rest goes to the
-    picked runtime. The first call for a key measures every candidate (a note on stderr says so; minutes
-    for a real model); later calls read the cache. The loaded backend's ``runtime`` reports what runs it,
-    with the decision under ``runtime["auto"]`` (:meth:`TuneReport.summary`).
+    Takes ``load()``'s arguments (it is the loading layer's hook) and works on their
+    :class:`~visionkit.loading.LoadRecipe`. ``runtime_options`` may hold ``max_drop`` (points, default
+    1.0), ``retune`` (measure again) and ``calib`` (a folder: measured on, and passed on as the INT8
+    calibration folder); the rest goes to the picked runtime. The first call for a key measures every
+    candidate in this process (a note on stderr says so; minutes for a real model; ``visionkit tune``
+    does it ahead of time, each candidate in its own process); later calls read the cache. The loaded
+    backend's ``runtime`` reports what runs it, with the decision under ``runtime["auto"]``
+    (:meth:`TuneReport.summary`).
     """
     reg = registry or get_registry()
     ro = dict(runtime_options or {})
+    recipe = LoadRecipe(
+        name,
+        weights=weights,
+        device=device,
+        precision=AUTO,
+        options=dict(options),
+        task=None if task is None else Task.parse(task),
+        runtime=runtime,
+        runtime_options=ro,
+    )
     max_drop = float(ro.get("max_drop", 1.0))
-    retune = bool(ro.get("retune", False))
-    common: dict[str, Any] = {
-        "weights": weights,
-        "device": device,
-        "task": task,
-        "options": options,
-        "runtime_options": ro,
-        "runtime": runtime,
-        "registry": reg,
-    }
-    report = None if retune else cached(name, max_drop=max_drop, **common)
+    report = None if ro.get("retune", False) else _decision(recipe, max_drop, reg)
     if report is None:
         spec = reg.get(name)
-        calib = ro.get("calib")
         print(
             f"visionkit: precision='auto' for {spec.name!r}: nothing measured yet for this machine, weights "
             "and options, so this first call times every candidate recipe once (this may take a few minutes; "
@@ -895,16 +1222,16 @@ def load_auto(
             file=sys.stderr,
         )
         report = tune(
-            name,
-            images=calib,
+            recipe,
+            images=ro.get("calib"),
             max_drop=max_drop,
+            registry=reg,
             log=lambda line: print(f"visionkit: {line}", file=sys.stderr),
-            **common,
         )
-    rt_opts = {k: v for k, v in ro.items() if k not in AUTO_RUNTIME_OPTIONS}
+    rt_opts = _key_runtime_options(recipe)
     bk = load(
         name,
-        task=task,
+        task=recipe.task,
         weights=weights,
         device=device,
         precision=report.picked_precision,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from visionkit.cli._args import add_load_flags, recipe_from_args, writable_file
-from visionkit.loading import registry_with
 
 __all__ = ["add_commands"]
 
@@ -26,7 +26,9 @@ def add_commands(subparsers: Any) -> None:
             "Load every candidate recipe of a backend (its native precisions and every installed runtime's), "
             "measure each one's accuracy change against the backend's fp32 output and its end-to-end latency "
             "on the same images (interleaved rounds, medians), pick the fastest within --max-drop points, "
-            "print the table and cache the decision for visionkit.load(..., precision='auto')."
+            "print the table and cache the decision for visionkit.load(..., precision='auto'). Each candidate "
+            "runs in a fresh process of its own (its peak memory and thread pools are its own); "
+            "`visionkit info NAME` shows the cached decision later."
         ),
     )
     p.add_argument("name", help="backend name, e.g. yolo")
@@ -62,6 +64,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the candidates (default 3)")
     p.add_argument("--max-images", type=int, default=8, help="images measured, the first N (default 8)")
     p.add_argument("--no-cache", action="store_true", help="do not write the decision to the cache")
+    p.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run every candidate in this process (faster to start; no per-candidate memory, and one "
+        "candidate's thread pools and memory can slow the next)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the report's JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -76,17 +84,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.output is not None:
         writable_file(str(args.output), "--output")
     report = tune(
-        recipe_from_args(args),
+        replace(recipe_from_args(args), runtime=args.runtime),
         images=args.images,
         coco=args.coco,
         max_drop=args.max_drop,
         candidates=args.candidates,
-        runtime=args.runtime,
         runs=args.runs,
         warmup=args.warmup,
         rounds=args.rounds,
         max_images=args.max_images,
-        registry=registry_with(args.plugins),
+        plugins=args.plugins,
+        isolate=not args.no_isolate,
         cache=not args.no_cache,
         log=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
     )

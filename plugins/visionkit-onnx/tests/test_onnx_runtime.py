@@ -243,7 +243,16 @@ def test_accuracy_gate_refuses_a_broken_int8_model(
     with pytest.raises(
         AccuracyGateError, match=r"drops \d+\.\d\d mAP50-95 points, more than max_drop=1\.5: fp32 scores"
     ) as info:
-        _load(registry, cache, precision="int8", calib=calib_dir, keep_sensitive=False, max_drop=1.5)
+        # accuracy_control_iterations=0: the gate only refuses (the search is tested in test_onnx_search.py)
+        _load(
+            registry,
+            cache,
+            precision="int8",
+            calib=calib_dir,
+            keep_sensitive=False,
+            max_drop=1.5,
+            accuracy_control_iterations=0,
+        )
     assert isinstance(info.value, InvalidOptionError)
     assert "int8 scores" in str(info.value)
 
@@ -298,6 +307,7 @@ def test_exporter_writes_the_file_and_reports(
             cache_dir=cache,
             keep_sensitive=False,
             max_drop=1.5,
+            accuracy_control_iterations=0,  # refuse only, no search
         )
     assert not bad.exists(), "a model failing the gate must not be written"
 

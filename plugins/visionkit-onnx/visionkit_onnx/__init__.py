@@ -41,4 +41,5 @@ def register_runtimes(register: Any) -> None:
         install="pip install visionkit-onnx",
         description="ONNX Runtime: fp32, or INT8 static QDQ (U8 activations, S8 per-channel weights).",
         exporter="visionkit_onnx._export:export",
+        export_suffixes=(".onnx",),
     )

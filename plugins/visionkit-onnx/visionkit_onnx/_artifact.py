@@ -31,7 +31,7 @@ from typing import Any
 
 from visionkit.export import ExportNotSupportedError, ExportSpec
 
-__all__ = ["KINDS", "SCHEMA", "deploy_plan", "deploy_plan_for", "write_artifact"]
+__all__ = ["KINDS", "SCHEMA", "artifact_meta", "deploy_plan", "deploy_plan_for", "nms_tail", "write_artifact"]
 
 #: Version of the metadata schema; bump on any incompatible change.
 SCHEMA = 1
@@ -499,6 +499,40 @@ def _with_nms(model: Any, num_classes: int) -> Any:
     return model
 
 
+def nms_tail(num_classes: int) -> Any:
+    """The NMS that :func:`write_artifact` appends, alone: an ONNX model from ``output0`` (``[batch,
+    channels, anchors]``) and the threshold inputs to ``selected``.
+
+    Other runtimes (the OpenVINO exporter) convert it and join it to their own network, so every
+    artifact runs the same suppression.
+    """
+    from onnx import TensorProto, helper
+
+    raw = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", "channels", "anchors"])
+    graph = helper.make_graph([], "visionkit_nms", [raw], [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _with_nms(model, num_classes)
+
+
+def artifact_meta(plan: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The ``visionkit`` metadata object every deploy artifact carries (ONNX ``metadata_props``,
+    OpenVINO ``rt_info``): the plan, what the build knows, the schema, the versions, the time."""
+    version = "unknown"
+    for dist in ("visionkit-core", "visionkit"):  # the core's distribution name, then its old one
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "schema": SCHEMA,
+        **plan,
+        **info,
+        "source": {**info.get("source", {}), "visionkit": version},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def write_artifact(
     model_bytes: bytes, plan: dict[str, Any], info: dict[str, Any], output: Any
 ) -> dict[str, Any]:
@@ -512,20 +546,7 @@ def write_artifact(
     model = onnx.load_from_string(model_bytes)
     if plan["kind"] in ("yolo-detect", "yolo-segment"):
         model = _with_nms(model, len(plan["class_names"]))
-    version = "unknown"
-    for dist in ("visionkit-core", "visionkit"):  # the core's distribution name, then its old one
-        try:
-            version = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            continue
-    meta = {
-        "schema": SCHEMA,
-        **plan,
-        **info,
-        "source": {**info.get("source", {}), "visionkit": version},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    meta = artifact_meta(plan, info)
     del model.metadata_props[:]
     for key, value in (("visionkit.schema", str(SCHEMA)), ("visionkit", json.dumps(meta, sort_keys=True))):
         prop = model.metadata_props.add()

@@ -4,7 +4,9 @@ Cache layout: ``<cache_dir>/<backend>-<precision>-<key>.onnx`` plus a ``.json`` 
 material the key was derived from and the file's sha256. A sidecar that is missing, unreadable or
 disagrees with the model file (a truncated write, a file edited or replaced by hand) makes the entry
 invalid: it is rebuilt with a warning. Versions of torch, onnx, onnxruntime and visionkit are part
-of the key, so an upgrade never reuses an export made by another version.
+of the key, so an upgrade never reuses an export made by another version. A static INT8 model built
+under ``max_drop`` is searched (:mod:`visionkit_onnx._search`): its entry's key holds the budget and
+the search settings, and its sidecar the search's report and the accepted model's gate result.
 
 Builds change no process-global state (no ``chdir``): every scratch file lives in a private temporary
 folder. They are serialised twice: a process-wide lock (``torch.onnx.export`` keeps global state and
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +37,13 @@ from visionkit.export import ExportSpec
 from visionkit_onnx._calib import FeedReader, calibration_images
 from visionkit_onnx._graph import boundary_nodes, ensure_node_names, sensitive_nodes
 from visionkit_onnx._options import RuntimeOptions
+from visionkit_onnx._search import (
+    RANK_IMAGES,
+    SearchProbe,
+    rank_nodes,
+    search_float_nodes,
+    unround_inputs,
+)
 
 __all__ = ["CACHE_FORMAT", "Built", "build_model", "cache_dir", "export_onnx", "quantize", "sha256_file"]
 
@@ -131,9 +141,18 @@ def output_structure(spec: ExportSpec) -> str:
 
 
 def key_material(
-    spec: ExportSpec, precision: str, opts: RuntimeOptions, calib: dict[str, Any] | None
+    spec: ExportSpec,
+    precision: str,
+    opts: RuntimeOptions,
+    calib: dict[str, Any] | None,
+    search: dict[str, Any] | None = None,
 ) -> dict:
-    """Everything the model file depends on; hashed into the cache key."""
+    """Everything the model file depends on; hashed into the cache key.
+
+    ``search`` (:attr:`visionkit_onnx._search.SearchProbe.key`) is there only for a static INT8 model
+    searched under ``max_drop``: another budget, step limit or gate data is another entry, and a load
+    without ``max_drop`` keeps the plain model's key.
+    """
     shapes = [
         [*getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))] for x in spec.example_inputs
     ]
@@ -165,6 +184,8 @@ def key_material(
             "exclude_nodes": list(opts.exclude_nodes),
             "calibration": calib if scheme == "static" else None,
         }
+        if search is not None and scheme == "static":
+            material["quant"]["search"] = search
     return material
 
 
@@ -199,6 +220,37 @@ def export_onnx(spec: ExportSpec, path: Path, backend_name: str) -> None:
         ) from exc
 
 
+@contextlib.contextmanager
+def _no_debris() -> Iterator[None]:
+    """Remove the model onnxruntime's symbolic shape inference dumps into the working directory when it fails.
+
+    ``SymbolicShapeInference.infer_shapes`` saves ``sym_shape_infer_temp.onnx`` plus a ``<uuid>.data``
+    weights file to the current directory before raising; only files that appeared during the call and
+    that this model file names as its external data are removed.
+    """
+    dump = Path.cwd() / "sym_shape_infer_temp.onnx"
+    existed = dump.exists()
+    try:
+        yield
+    finally:
+        if dump.exists() and not existed:
+            with contextlib.suppress(Exception):
+                import onnx
+
+                model = onnx.load(str(dump), load_external_data=False)
+                locations = {
+                    entry.value
+                    for tensor in model.graph.initializer
+                    for entry in tensor.external_data
+                    if entry.key == "location"
+                }
+                for name in locations:
+                    data = dump.parent / name
+                    if data.parent == dump.parent and data.is_file():
+                        data.unlink()
+            dump.unlink(missing_ok=True)
+
+
 def _prepare(src: Path, dst: Path) -> None:
     """``quant_pre_process`` (shape inference + basic fusions); falls back to fewer passes if one fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -211,7 +263,7 @@ def _prepare(src: Path, dst: Path) -> None:
     last: Exception | None = None
     for kw in attempts:
         try:
-            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), _no_debris():
                 quant_pre_process(str(src), str(dst), **kw)
             return
         except Exception as exc:  # symbolic shape inference does not know every op
@@ -222,10 +274,31 @@ def _prepare(src: Path, dst: Path) -> None:
     )
 
 
+def _supports_calibration_cache() -> bool:
+    """Whether ``quantize_static`` can save and reuse calibration ranges (onnxruntime >= 1.32)."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def quantize(
-    src: Path, dst: Path, spec: ExportSpec, opts: RuntimeOptions, backend: Any, calib_imgs: list[Any] | None
+    src: Path,
+    dst: Path,
+    spec: ExportSpec,
+    opts: RuntimeOptions,
+    backend: Any,
+    calib_imgs: list[Any] | None,
+    probe: SearchProbe | None = None,
+    structure: str = "tensor",
 ) -> dict[str, Any]:
-    """INT8 ``src`` into ``dst``; returns what was done (scheme, float nodes, ...)."""
+    """INT8 ``src`` into ``dst``; returns what was done (scheme, float nodes, ...).
+
+    With ``probe`` (static INT8 under ``max_drop``), :func:`visionkit_onnx._search.search_float_nodes`
+    keeps the nodes with the largest quantization error float until the gate holds; the report is
+    under ``"search"`` and those nodes are added to ``"float_nodes"``.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -252,51 +325,83 @@ def quantize(
         "nodes": len(model.graph.node),
         "reduce_range": reduce_range(),
     }
-    try:
-        if scheme == "dynamic":
-            # Dynamic INT8 pays off on MatMul-heavy (transformer) graphs; ConvInteger is slow on CPU.
-            quantize_dynamic(
-                str(prepared),
-                str(dst),
-                op_types_to_quantize=["MatMul", "Attention", "Gemm"],
-                per_channel=opts.per_channel,
-                reduce_range=info["reduce_range"],
-                weight_type=qtype[opts.weight_type],
-                nodes_to_exclude=keep,
-            )
-        else:
-            to_inputs = spec.calibration_inputs
-            if to_inputs is None and spec.stage != "forward":
-                raise BackendError(
-                    f"Static INT8 of stage {spec.stage!r} needs ExportSpec.calibration_inputs to turn "
-                    "calibration images into its inputs; use quantization='dynamic' instead."
-                )
-            to_inputs = to_inputs or (lambda ims: backend.preprocess(ims, backend.options).inputs)
-            reader = FeedReader(calib_imgs or [], to_inputs, spec.input_names)
-            method = {
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[opts.calibrate_method]
-            quantize_static(
-                str(prepared),
-                str(dst),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=opts.per_channel,
-                reduce_range=info["reduce_range"],
-                activation_type=qtype[opts.activation_type],
-                weight_type=qtype[opts.weight_type],
-                nodes_to_exclude=keep,
-                calibrate_method=method,
-            )
-    except Exception as exc:
+    to_inputs = spec.calibration_inputs
+    if scheme == "static" and to_inputs is None and spec.stage != "forward":
         raise BackendError(
-            f"Quantizing backend {getattr(backend, 'name', '?')!r} to INT8 ({scheme}) failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+            f"Static INT8 of stage {spec.stage!r} needs ExportSpec.calibration_inputs to turn "
+            "calibration images into its inputs; use quantization='dynamic' instead."
+        )
+    to_inputs = to_inputs or (lambda ims: backend.preprocess(ims, backend.options).inputs)
+    # one calibration pass serves every step of a search: the ranges are the float model's tensors'
+    searching = probe is not None and scheme == "static"
+    ranges = dst.with_name(f"{dst.stem}.ranges.json") if searching and _supports_calibration_cache() else None
+    static_extra: dict[str, Any] = {} if ranges is None else {"calibration_cache_path": str(ranges)}
+
+    def run(extra: Sequence[str], out: Path) -> None:
+        excluded = [*keep, *(n for n in extra if n not in keep)]
+        try:
+            if scheme == "dynamic":
+                # Dynamic INT8 pays off on MatMul-heavy (transformer) graphs; ConvInteger is slow on CPU.
+                quantize_dynamic(
+                    str(prepared),
+                    str(out),
+                    op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                    per_channel=opts.per_channel,
+                    reduce_range=info["reduce_range"],
+                    weight_type=qtype[opts.weight_type],
+                    nodes_to_exclude=excluded,
+                )
+            else:
+                method = {
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[opts.calibrate_method]
+                quantize_static(
+                    str(prepared),
+                    str(out),
+                    FeedReader(calib_imgs or [], to_inputs, spec.input_names),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=opts.per_channel,
+                    reduce_range=info["reduce_range"],
+                    activation_type=qtype[opts.activation_type],
+                    weight_type=qtype[opts.weight_type],
+                    nodes_to_exclude=excluded,
+                    calibrate_method=method,
+                    **static_extra,
+                )
+                if extra:  # the search's float nodes also read their inputs unrounded
+                    unround_inputs(out, extra, prepared)
+        except Exception as exc:
+            raise BackendError(
+                f"Quantizing backend {getattr(backend, 'name', '?')!r} to INT8 ({scheme}) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def rank(plain: Path) -> list[dict[str, Any]]:
+        feeds = FeedReader((calib_imgs or [])[:RANK_IMAGES], to_inputs, spec.input_names)
+        # the recipe's float nodes are ranked too: the search can still unround their inputs
+        return rank_nodes(prepared, plain, iter(feeds.get_next, None), work=dst.parent)
+
+    try:
+        if probe is None or not searching:
+            run([], dst)
+        else:
+            report = search_float_nodes(
+                run,
+                rank,
+                lambda path: probe.score(path, structure),
+                dst,
+                max_drop=probe.max_drop,
+                iterations=probe.iterations,
+                backend_name=str(getattr(backend, "name", "?")),
+            )
+            info["search"] = report
+            info["float_nodes"] = [*keep, *(n for n in report["kept_float"] if n not in keep)]
     finally:
         prepared.unlink(missing_ok=True)
+        if ranges is not None:
+            ranges.unlink(missing_ok=True)
     return info
 
 
@@ -337,8 +442,13 @@ def write_meta(meta_path: Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, meta_path)
 
 
-def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOptions) -> Built:
+def build_model(
+    backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOptions, probe: SearchProbe | None = None
+) -> Built:
     """The ONNX model for ``backend`` at ``precision``: from the cache, or exported (and quantized) now.
+
+    ``probe``: search static INT8 for the fewest float nodes that hold the accuracy budget
+    (:mod:`visionkit_onnx._search`); a cache hit reuses the accepted model and its report.
 
     Thread- and process-safe: builds are serialised in the process, and per cache entry across
     processes (a file lock), so concurrent loads of one model export it once.
@@ -347,7 +457,9 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
     load_calib, calib = None, None
     if precision == "int8" and quant_scheme(spec, opts) == "static":
         load_calib, calib = calibration_images(opts.calib, opts.calib_images)
-    material = key_material(spec, precision, opts, calib)
+    if precision != "int8" or quant_scheme(spec, opts) != "static":
+        probe = None
+    material = key_material(spec, precision, opts, calib, probe.key if probe else None)
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_dir(opts)
     part = "" if spec.stage == "forward" else f"-{_safe(spec.stage)}"
@@ -355,7 +467,7 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
     model_path, meta_path = folder / f"{stem}.onnx", folder / f"{stem}.json"
     if not opts.cache:
         with _BUILD_LOCK:
-            return _build(backend, spec, precision, opts, material, key, load_calib, None, None)
+            return _build(backend, spec, precision, opts, material, key, load_calib, None, None, probe)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -373,7 +485,7 @@ def build_model(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOpt
                 if meta is not None:
                     return Built(model_path, meta, True, meta_path=meta_path)
                 return _build(
-                    backend, spec, precision, opts, material, key, load_calib, model_path, meta_path
+                    backend, spec, precision, opts, material, key, load_calib, model_path, meta_path, probe
                 )
         except Timeout as exc:
             raise BackendError(
@@ -392,6 +504,7 @@ def _build(
     load_calib: Any,
     model_path: Path | None,
     meta_path: Path | None,
+    probe: SearchProbe | None = None,
 ) -> Built:
     """Export (and quantize) into a private temporary folder; move the result into the cache."""
     name = getattr(backend, "name", type(backend).__name__)
@@ -405,7 +518,12 @@ def _build(
         out = fp32
         if precision == "int8":
             out = work / "model.int8.onnx"
-            info = quantize(fp32, out, spec, opts, backend, load_calib() if load_calib else None)
+            calib_imgs = load_calib() if load_calib else None
+            info = quantize(fp32, out, spec, opts, backend, calib_imgs, probe, structure)
+        gates: dict[str, Any] = {}
+        if probe is not None and "search" in info:
+            # the accepted step was scored by the gate: remembered, so the load does not score it again
+            gates[probe.gate_fingerprint] = info["search"].pop("gate")
         meta = {
             "material": material,
             "key": key,
@@ -417,7 +535,7 @@ def _build(
             "build_seconds": round(time.perf_counter() - t0, 3),
             "quantization": info,
             "calibration": material.get("quant", {}).get("calibration"),
-            "gates": {},
+            "gates": gates,
         }
         if model_path is None or meta_path is None:
             return Built(None, meta, False, model_bytes=out.read_bytes(), build_seconds=meta["build_seconds"])

@@ -1,6 +1,9 @@
 """Run a deploy artifact (see :mod:`visionkit_onnx._artifact`) with onnxruntime, numpy and OpenCV only.
 
-``visionkit.load("model.onnx")`` or ``visionkit.load("onnx", weights="model.onnx")``. Nothing here
+``visionkit.load("model.onnx")`` or ``visionkit.load("onnx", weights="model.onnx")``. The engine is a
+seam: an ONNX Runtime session, or an :class:`OvEngine` (OpenVINO) for an IR written by
+``visionkit export NAME --runtime openvino`` (``load("model.xml")``) or for a deploy ``.onnx`` loaded
+with ``engine="openvino"``; the pre- and post-processing below are the same for both. Nothing here
 imports torch, torchvision, ultralytics, transformers or segment_anything: a subprocess test proves it.
 Each kind reproduces its source backend's pre- and post-processing with numpy, OpenCV and Pillow:
 
@@ -45,6 +48,7 @@ from visionkit import (
 )
 
 __all__ = [
+    "ENGINES",
     "ClassifyDeployOptions",
     "DeployOptions",
     "DeployedClassifier",
@@ -55,10 +59,12 @@ __all__ = [
     "DeployedTorchvisionDetector",
     "DeployedTorchvisionSegmenter",
     "DetrDeployOptions",
+    "OvEngine",
     "SegmentDeployOptions",
     "SemanticDeployOptions",
     "TvDetectDeployOptions",
     "load_artifact",
+    "open_engine",
     "read_metadata",
 ]
 
@@ -100,19 +106,30 @@ class DeployOptions(BackendOptions):
     )
     rect: bool = Field(True, description="Pad only to a multiple of the stride (as the torch path).")
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
 def read_metadata(path: Path, session: Any) -> dict[str, Any]:
-    """The artifact's description; a clear error when the file is not a visionkit deploy artifact."""
+    """The artifact's description; a clear error when the file is not a visionkit deploy artifact.
+
+    ``session`` is an ONNX Runtime session or an :class:`OvEngine` (both answer ``get_modelmeta()``).
+    """
     props = session.get_modelmeta().custom_metadata_map
     if "visionkit" not in props or "visionkit.schema" not in props:
         have = ", ".join(sorted(props)) or "none"
+        where = (
+            "OpenVINO rt_info lacks 'visionkit/meta' and 'visionkit/schema'"
+            if path.suffix.lower() == ".xml"
+            else "ONNX metadata_props lack 'visionkit' and 'visionkit.schema'"
+        )
         raise InvalidOptionError(
-            f"{path.name!r} is not a visionkit deploy artifact: its ONNX metadata_props lack 'visionkit' and "
-            f"'visionkit.schema' (it has: {have}). Export it with `visionkit export NAME -o {path.name}` "
-            "(needs torch and the source backend), or load an ultralytics export with load('yolo', weights=...)."
+            f"{path.name!r} is not a visionkit deploy artifact: its {where} (it has: {have}). Export it with "
+            f"`visionkit export NAME -o {path.name}` (needs torch and the source backend), or load an "
+            "ultralytics export with load('yolo', weights=...)."
         )
     try:
         schema = int(props["visionkit.schema"])
@@ -124,10 +141,17 @@ def read_metadata(path: Path, session: Any) -> dict[str, Any]:
             f"{path.name!r} uses visionkit artifact schema {schema}, but this visionkit-onnx reads schema "
             f"1 to {SCHEMA}; upgrade visionkit-onnx (or re-export the file with this version)."
         )
-    missing = [k for k in _REQUIRED if k not in meta]
+    missing = [k for k in _REQUIRED if k not in (meta if isinstance(meta, dict) else {})]
     if missing:
         raise InvalidOptionError(f"{path.name!r} metadata lacks {', '.join(missing)} (schema {schema}).")
-    return meta
+    return dict(meta)
+
+
+#: Engines that run a deploy artifact, by the name ``load(..., engine=...)`` takes.
+ENGINES = ("onnxruntime", "openvino")
+#: OpenVINO ``INFERENCE_PRECISION_HINT`` per artifact precision: INT8 keeps its float ops (the detection
+#: head's tail) at f32, as the SDK's openvino runtime does; bf16 is a compile hint, not a different file.
+_OV_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
 
 
 def _session(path: Path, threads: int | None) -> Any:
@@ -142,6 +166,128 @@ def _session(path: Path, threads: int | None) -> Any:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
         raise BackendError(f"ONNX Runtime could not open {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelMeta:
+    custom_metadata_map: dict[str, str]
+
+
+class OvEngine:
+    """An OpenVINO model behind the slice of ``onnxruntime.InferenceSession`` the deploy classes use:
+    ``run(names, feeds)`` and ``get_modelmeta().custom_metadata_map``.
+
+    Reads an OpenVINO IR written by visionkit-openvino's exporter (metadata in ``rt_info`` under
+    ``visionkit/schema`` and ``visionkit/meta``) or a deploy ``.onnx`` (OpenVINO keeps its
+    ``metadata_props`` under ``rt_info/framework``). :meth:`compile` then compiles it for the CPU with
+    the file's precision hint, ``threads`` and one stream; one infer request, behind a lock, serves
+    every call (a request is not safe to share between threads).
+    """
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        try:
+            import openvino as ov
+        except ModuleNotFoundError as exc:
+            from visionkit import BackendUnavailableError
+
+            raise BackendUnavailableError("openvino", ["openvino"], "pip install visionkit-openvino") from exc
+        import threading
+
+        self.path, self.threads = path, threads
+        self._core = ov.Core()
+        self._version = ov.get_version()
+        try:
+            self._model: Any = self._core.read_model(str(path))
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        props = {
+            "visionkit.schema": self._rt("visionkit", "schema") or self._rt("framework", "visionkit.schema"),
+            "visionkit": self._rt("visionkit", "meta") or self._rt("framework", "visionkit"),
+        }
+        self._props = {k: v for k, v in props.items() if v is not None}
+        self._compiled: Any = None
+        self._ports: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.settings: dict[str, Any] = {}
+
+    def _rt(self, *keys: str) -> str | None:
+        model = self._model
+        return model.get_rt_info(list(keys)).astype(str) if model.has_rt_info(list(keys)) else None
+
+    def get_modelmeta(self) -> _ModelMeta:
+        """The artifact's metadata under onnxruntime's keys (``visionkit.schema``, ``visionkit``)."""
+        return _ModelMeta(dict(self._props))
+
+    def compile(self, meta: dict[str, Any]) -> None:
+        """Compile for the CPU with the file's precision hint (``inference_precision``, else by
+        ``precision``), ``threads`` (default: the CPUs this process may use) and one stream."""
+        hint = str(meta.get("inference_precision") or _OV_HINTS.get(str(meta["precision"]), "f32"))
+        config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": self.threads or _cpus(),
+            "NUM_STREAMS": 1,
+        }
+        try:
+            self._compiled = self._core.compile_model(self._model, "CPU", config)
+        except Exception as exc:
+            raise BackendError(
+                f"OpenVINO could not compile {str(self.path)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._model = None  # the compiled model holds what runs; the read graph's memory goes back
+        got = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        ran = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(got.get_type_name(), got.get_type_name())
+        if hint == "bf16" and ran != "bf16":
+            import warnings
+
+            warnings.warn(
+                f"{self.path.name!r} asks for bf16, which this CPU cannot run in OpenVINO; it runs {ran}. "
+                "backend.runtime['inference_precision'] says what ran.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        self.settings = {
+            "inference_precision": ran,
+            "requested_inference_precision": {"f32": "fp32"}.get(hint, hint),
+            "threads": self._compiled.get_property("INFERENCE_NUM_THREADS"),
+            "streams": self._compiled.get_property("NUM_STREAMS"),
+            "openvino": self._version,
+        }
+        self._request = self._compiled.create_infer_request()
+        self._ports = {}
+        for port in self._compiled.outputs:
+            for name in port.get_names():
+                self._ports[name] = port
+
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """onnxruntime's ``InferenceSession.run``: the named outputs (``None``: all) for these inputs."""
+        if self._compiled is None:
+            raise BackendError(f"{self.path.name!r} was not compiled (OvEngine.compile).")
+        with self._lock:
+            # share_inputs: no copy of the feed; outputs are fresh arrays the next call cannot overwrite
+            res = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            if names is None:
+                return [res[port] for port in self._compiled.outputs]
+            return [res[self._ports[n]] for n in names]
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _engine_name(session: Any) -> str:
+    return "OpenVINO" if isinstance(session, OvEngine) else "ONNX Runtime"
+
+
+def open_engine(path: Path, engine: str, threads: int | None) -> Any:
+    """An ONNX Runtime session or an (uncompiled) :class:`OvEngine` for ``path``."""
+    if engine == "openvino":
+        return OvEngine(path, threads)
+    return _session(path, threads)
 
 
 class DeployedDetector(_FileSpec, Backend[DeployOptions], Detects):
@@ -242,7 +388,7 @@ class DeployedDetector(_FileSpec, Backend[DeployOptions], Detects):
             except Exception as exc:
                 shape = list(feed[self.input_name].shape)
                 raise BackendError(
-                    f"ONNX Runtime failed on input {shape}: {type(exc).__name__}: {exc}"
+                    f"{_engine_name(self.session)} failed on input {shape}: {type(exc).__name__}: {exc}"
                 ) from exc
         return outs
 
@@ -407,7 +553,7 @@ class DeployedSegmenter(DeployedDetector, SegmentsInstances):
             except Exception as exc:
                 shape = list(feed[self.input_name].shape)
                 raise BackendError(
-                    f"ONNX Runtime failed on input {shape}: {type(exc).__name__}: {exc}"
+                    f"{_engine_name(self.session)} failed on input {shape}: {type(exc).__name__}: {exc}"
                 ) from exc
         return outs
 
@@ -441,7 +587,10 @@ class ClassifyDeployOptions(BackendOptions):
 
     top_k: int | None = Field(None, ge=1, description="Classes returned (default: the file's).")
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
@@ -568,7 +717,9 @@ class DeployedClassifier(_FileSpec, Backend[ClassifyDeployOptions], Classifies):
         try:
             return self.session.run([self.raw_name], {self.input_name: inputs})[0]
         except Exception as exc:
-            raise BackendError(f"ONNX Runtime failed on input {list(inputs.shape)}: {exc}") from exc
+            raise BackendError(
+                f"{_engine_name(self.session)} failed on input {list(inputs.shape)}: {exc}"
+            ) from exc
 
     def postprocess(self, outputs: Any, batch: Batch[ClassifyDeployOptions], task: Task) -> list[Any]:
         """The ``top_k`` most probable classes of each image."""
@@ -595,7 +746,10 @@ class SemanticDeployOptions(BackendOptions):
         None, description="Also return per-class probabilities (C, H, W) (default: the file's)."
     )
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
@@ -648,7 +802,7 @@ class DeployedSemanticSegmenter(_FileSpec, Backend[SemanticDeployOptions], Segme
                 outs.append(self.session.run([self.raw_name], feed)[0])
             except Exception as exc:
                 shape = list(feed[self.input_name].shape)
-                raise BackendError(f"ONNX Runtime failed on input {shape}: {exc}") from exc
+                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
         return outs
 
     def postprocess(self, outputs: Any, batch: Batch[SemanticDeployOptions], task: Task) -> list[Any]:
@@ -678,7 +832,10 @@ class DetrDeployOptions(BackendOptions):
     )
     clip_boxes: bool | None = Field(None, description="Clip boxes to the image (default: the file's).")
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
@@ -763,7 +920,7 @@ class DeployedDetr(_FileSpec, Backend[DetrDeployOptions], Detects):
                 outs.append(self.session.run([self.logits_name, self.boxes_name], feed))
             except Exception as exc:
                 shape = list(feed[self.input_name].shape)
-                raise BackendError(f"ONNX Runtime failed on input {shape}: {exc}") from exc
+                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
         return outs
 
     def _scores(self, logits: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -832,7 +989,10 @@ class TvDetectDeployOptions(BackendOptions):
         None, ge=0.0, le=1.0, description="Soft-mask threshold (default: the file's)."
     )
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
@@ -913,7 +1073,7 @@ class DeployedTorchvisionDetector(_FileSpec, Backend[TvDetectDeployOptions], Det
                 )
             except Exception as exc:
                 shape = list(feed[self.input_name].shape)
-                raise BackendError(f"ONNX Runtime failed on input {shape}: {exc}") from exc
+                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
         return outs
 
     def postprocess(self, outputs: Any, batch: Batch[TvDetectDeployOptions], task: Task) -> list[Any]:
@@ -956,7 +1116,7 @@ class DeployedTorchvisionSegmenter(DeployedTorchvisionDetector, SegmentsInstance
 
 def _describe(path: Path, session: Any, meta: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """What ``backend.runtime`` says about a deployed file."""
-    return {
+    base = {
         "name": "onnxruntime",
         "deployed": True,
         "kind": meta["kind"],
@@ -965,6 +1125,12 @@ def _describe(path: Path, session: Any, meta: dict[str, Any], threads: int | Non
         "calibration": meta.get("calibration"),
         "gate": meta.get("gate"),
         "source": meta.get("source"),
+    }
+    if isinstance(session, OvEngine):
+        return {**base, "name": "openvino", "engine": "openvino", **session.settings}
+    return {
+        **base,
+        "engine": "onnxruntime",
         "providers": session.get_providers(),
         "intra_op_threads": threads or 0,
     }
@@ -982,9 +1148,18 @@ _KINDS: dict[str, Any] = {
 
 
 def load_artifact(
-    *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
+    *,
+    weights: Any = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    engine: str | None = None,
+    **options: Any,
 ) -> Backend[Any]:
-    """The ``onnx`` backend's factory: open a deploy artifact and return the backend it describes."""
+    """The ``onnx`` backend's factory: open a deploy artifact and return the backend it describes.
+
+    ``engine``: ``"onnxruntime"`` (default for ``.onnx``) or ``"openvino"`` (default, and the only
+    choice, for an OpenVINO IR ``.xml``; OpenVINO also runs a deploy ``.onnx``).
+    """
     if weights is None:
         raise InvalidOptionError("load('onnx') needs weights=PATH of an exported .onnx deploy artifact.")
     path = Path(os.fspath(weights)).expanduser()
@@ -994,9 +1169,20 @@ def load_artifact(
         raise WeightsNotFoundError(str(path), [str(path.resolve())])
     if device not in ("cpu", "auto"):
         raise InvalidOptionError(f"The deploy runtime runs on CPU; got device={device!r}.")
+    ir = path.suffix.lower() == ".xml"
+    engine = engine or ("openvino" if ir else "onnxruntime")
+    if engine not in ENGINES or (ir and engine != "openvino"):
+        valid = ["openvino"] if ir else list(ENGINES)
+        raise InvalidOptionError(
+            f"engine must be one of {', '.join(valid)} for {path.name!r}, but got {engine!r}.",
+            key="engine",
+            valid=valid,
+        )
     threads = options.get("threads")
-    session = _session(path, threads)
+    session = open_engine(path, engine, threads)
     meta = read_metadata(path, session)
+    if isinstance(session, OvEngine):
+        session.compile(meta)
     cls = _KINDS.get(meta["kind"])
     if meta["kind"] == "sam":
         from visionkit_onnx._deploy_sam import DeployedSam

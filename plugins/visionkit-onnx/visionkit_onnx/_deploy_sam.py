@@ -1,4 +1,5 @@
-"""SAM / MobileSAM deploy artifacts: the image encoder and the prompt decoder in ONNX Runtime, no torch.
+"""SAM / MobileSAM deploy artifacts: the image encoder and the prompt decoder in ONNX Runtime (or
+OpenVINO), no torch.
 
 The artifact is the encoder file; its metadata names the prompt-decoder file written beside it
 (``output.decoder_file``, checked against ``output.decoder_sha256`` when loaded). The stages mirror the
@@ -38,7 +39,7 @@ from visionkit import (
 from visionkit.backend import Encoded, SegmentsPrompts
 from visionkit.images import as_batch
 from visionkit.prompts import Prompts, parse_prompts
-from visionkit_onnx._deploy import _describe, _FileSpec, _resize, _resize_stack
+from visionkit_onnx._deploy import _describe, _engine_name, _FileSpec, _resize, _resize_stack
 
 __all__ = ["DeployedSam", "DeployedSamEmbedding", "SamDeployOptions"]
 
@@ -54,7 +55,10 @@ class SamDeployOptions(BackendOptions):
     )
     cache_size: int | None = Field(None, ge=0, description="Image embeddings kept in the LRU (0 disables).")
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: one per core)."
+        None,
+        ge=1,
+        description="Engine threads: ONNX Runtime intra-op, or OpenVINO INFERENCE_NUM_THREADS "
+        "(default: one per core).",
     )
 
 
@@ -96,7 +100,7 @@ class DeployedSam(_FileSpec, Backend[SamDeployOptions], SegmentsPrompts):
 
     def __init__(self, path: Path, session: Any, meta: dict[str, Any], **options: Any) -> None:
         super().__init__(weights=str(path), device="cpu", precision=str(meta["precision"]), **options)
-        from visionkit_onnx._deploy import _session
+        from visionkit_onnx._deploy import OvEngine, open_engine
 
         out, inp, norm = meta["output"], meta["input"], meta["normalize"]
         decoder = path.with_name(str(out.get("decoder_file", "")))
@@ -112,7 +116,11 @@ class DeployedSam(_FileSpec, Backend[SamDeployOptions], SegmentsPrompts):
                 "re-export both files together."
             )
         self.session, self.artifact = session, meta
-        self.decoder_session = _session(decoder, self.options.threads)
+        # the decoder runs in the encoder's engine (an IR's decoder is an IR beside it)
+        engine = "openvino" if isinstance(session, OvEngine) else "onnxruntime"
+        self.decoder_session = open_engine(decoder, engine, self.options.threads)
+        if isinstance(self.decoder_session, OvEngine):
+            self.decoder_session.compile(meta)
         self.input_name, self.raw_name = inp["name"], out["raw"]
         self.imgsz, self.low_res = int(inp["imgsz"]), int(out["low_res_size"])
         self.decoder_inputs_names = list(out["decoder_inputs"])
@@ -153,7 +161,7 @@ class DeployedSam(_FileSpec, Backend[SamDeployOptions], SegmentsPrompts):
         try:
             return self.session.run([self.raw_name], {self.input_name: inputs})[0]
         except Exception as exc:
-            raise BackendError(f"ONNX Runtime failed on the SAM encoder: {exc}") from exc
+            raise BackendError(f"{_engine_name(self.session)} failed on the SAM encoder: {exc}") from exc
 
     def postprocess(self, outputs: Any, batch: Batch[SamDeployOptions], task: Task) -> list[Any]:
         """One embedding handle per image."""
@@ -279,7 +287,9 @@ class DeployedSam(_FileSpec, Backend[SamDeployOptions], SegmentsPrompts):
             try:
                 low, iou = self.decoder_session.run(self.decoder_outputs_names, feed)
             except Exception as exc:
-                raise BackendError(f"ONNX Runtime failed on the SAM prompt decoder: {exc}") from exc
+                raise BackendError(
+                    f"{_engine_name(self.decoder_session)} failed on the SAM prompt decoder: {exc}"
+                ) from exc
             lows.append(low)
             ious.append(iou)
         keep = slice(1, None) if prompts.multimask else slice(0, 1)

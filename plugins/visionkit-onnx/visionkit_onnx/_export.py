@@ -31,7 +31,8 @@ def export(
     deploy: bool | str | None = None,
     **runtime_options: Any,
 ) -> dict[str, Any]:
-    """Write ``backend``'s network as an ONNX file at ``precision``; refuse when the gate fails.
+    """Write ``backend``'s network as an ONNX file at ``precision``; refuse when the gate fails (static
+    INT8 with ``max_drop``: when no step of the search keeps enough nodes float to pass it).
 
     Args:
         backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
@@ -45,7 +46,9 @@ def export(
 
     Returns:
         A JSON-friendly report: ``output``, ``precision``, ``size_bytes``, ``sha256``, ``quantization``,
-        ``float_nodes``, ``calibration``, ``gate`` (``None`` without ``max_drop``), ``cache_hit``,
+        ``float_nodes``, ``search`` (static INT8 with ``max_drop``: per step the float nodes, metric,
+        drop and latency, and the nodes kept float; else ``None``), ``calibration``, ``gate`` (``None``
+        without ``max_drop``), ``cache_hit``,
         ``files`` (stage → path: a backend with several networks writes ``NAME.STAGE.onnx`` beside
         ``output`` for the others), ``deploy`` (``{"artifact": bool, "reason": ...}``), ``seconds``.
 
@@ -115,6 +118,7 @@ def export(
         "sha256": main_built.meta["sha256"],
         "quantization": quant.get("scheme"),
         "float_nodes": quant.get("float_nodes", []),
+        "search": quant.get("search"),
         "calibration": main_built.meta.get("calibration"),
         "gate": gate,
         "cache_hit": main_built.cache_hit,

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from visionkit.evaluation import COCO_MAX_DETS, coco_metrics, confusion_matrix, 
 from visionkit_onnx._calib import BUNDLED, bundled_files, folder_fingerprint, image_files
 from visionkit_onnx._options import RuntimeOptions
 
-__all__ = ["PSEUDO_GT_CONF", "evaluate", "gate_fingerprint", "gate_task"]
+__all__ = ["PSEUDO_GT_CONF", "GateRun", "evaluate", "gate_fingerprint", "gate_task"]
 
 PSEUDO_GT_CONF = 0.25
 _GATED = (Task.DETECT, Task.CLASSIFY, Task.SEGMENT_SEMANTIC)
@@ -148,26 +149,36 @@ def pseudo_ground_truth(ref: list[Any], images: list[np.ndarray]) -> dict[str, A
 
 
 def _detection(
-    ref: list[Any], cand: list[Any], images: list[np.ndarray], coco: dict | None
+    ref: list[Any],
+    cand: list[Any],
+    images: list[np.ndarray],
+    coco: dict | None,
+    ref_score: float | None = None,
 ) -> dict[str, Any]:
+    """mAP of both runtimes; ``ref_score`` (points) is the reference's, when already known (the INT8
+    search scores several candidates against one reference: one COCOeval per step, not two)."""
     if coco is not None:
         ids = [im["id"] for im in coco["images"]]
         gt = {**coco, "annotations": [dict(a, id=i + 1) for i, a in enumerate(coco["annotations"])]}
         cats = coco["categories"]
-        r = coco_map(gt, to_coco_results(ref, ids, categories=cats), ids)
+        if ref_score is None:
+            ref_score = 100 * coco_map(gt, to_coco_results(ref, ids, categories=cats), ids)
         c = coco_map(gt, to_coco_results(cand, ids, categories=cats), ids)
-        return {"metric": "mAP50-95", "against": "annotations", "reference": 100 * r, "candidate": 100 * c}
+        return {"metric": "mAP50-95", "against": "annotations", "reference": ref_score, "candidate": 100 * c}
     ids = list(range(1, len(images) + 1))
     gt = pseudo_ground_truth(ref, images)
     cids = {int(c) for d in [*ref, *cand] for c in d.class_id}
     gt["categories"] = [{"id": c + 1, "name": str(c + 1)} for c in sorted(cids)]
-    to_cat = {c: c + 1 for c in cids}
-    r = coco_map(gt, to_coco_results(ref, ids, class_to_category=to_cat), ids)
+    to_cat: dict[str | int, int] = {c: c + 1 for c in cids}
+    # categories only the candidate emits have no ground truth: COCOeval leaves them out of the mean,
+    # so the reference's score does not depend on the candidate
+    if ref_score is None:
+        ref_score = 100 * coco_map(gt, to_coco_results(ref, ids, class_to_category=to_cat), ids)
     c = coco_map(gt, to_coco_results(cand, ids, class_to_category=to_cat), ids)
     return {
         "metric": "mAP50-95",
         "against": f"fp32 detections with confidence >= {PSEUDO_GT_CONF}",
-        "reference": 100 * r,
+        "reference": ref_score,
         "candidate": 100 * c,
     }
 
@@ -198,24 +209,65 @@ def _semantic(ref: list[Any], cand: list[Any]) -> dict[str, Any]:
     }
 
 
+class GateRun:
+    """The gate's images and the float reference's predictions, computed once (on first use) and
+    reused for every candidate: the INT8 search scores several models against the same reference."""
+
+    def __init__(self, backend: Any, reference: Callable[..., Any], opts: RuntimeOptions) -> None:
+        self.backend = backend
+        self.reference = reference
+        self.opts = opts
+        self.task = gate_task(backend)
+        self._state: tuple[list[np.ndarray], dict[str, Any] | None, list[Any], str] | None = None
+        self._ref_score: float | None = None
+        #: the reference forward's latency, when a caller measured it (the search: once for all steps)
+        self.reference_ms: float | None = None
+
+    def _load(self) -> tuple[list[np.ndarray], dict[str, Any] | None, list[Any], str]:
+        if self._state is None:
+            files, coco, _ = _gate_images(self.opts)
+            images = [load_image(p) for p in files]
+            ref = _predict_all(self.backend, self.reference, images, self.task)
+            bundled = files[0].parent == bundled_files()[0].parent
+            self._state = (images, coco, ref, BUNDLED if bundled else str(files[0].parent))
+        return self._state
+
+    def evaluate(self, candidate: Callable[..., Any]) -> dict[str, Any]:
+        """Score ``candidate`` (a forward) against the reference on the gate images."""
+        images, coco, ref, source = self._load()
+        cand = _predict_all(self.backend, candidate, images, self.task)
+        if self.task is Task.DETECT:
+            out = _detection(ref, cand, images, coco, self._ref_score)
+            self._ref_score = out["reference"]
+        elif self.task is Task.CLASSIFY:
+            out = _classification(ref, cand)
+        else:
+            out = _semantic(ref, cand)
+        out["drop"] = out["reference"] - out["candidate"]
+        out["images"] = len(images)
+        out["task"] = self.task.value
+        out["source"] = source
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+    def latency_ms(self, forward: Callable[..., Any], repeats: int = 5) -> float:
+        """Median milliseconds of ``forward`` on the first gate image's input, after one warm-up run.
+
+        Cheap on purpose (a handful of runs, no interleaving): it ranks the search's steps against
+        each other in one process, it is not a benchmark.
+        """
+        images = self._load()[0]
+        x = self.backend.preprocess(images[:1], self.backend.options).inputs
+        forward(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            forward(x)
+            times.append(time.perf_counter() - t0)
+        return round(1000 * float(np.median(times)), 2)
+
+
 def evaluate(
     backend: Any, reference: Callable[..., Any], candidate: Callable[..., Any], opts: RuntimeOptions
 ) -> dict[str, Any]:
     """Score ``candidate`` (a forward) against ``reference`` (the float torch forward) on the gate images."""
-    task = gate_task(backend)
-    files, coco, _ = _gate_images(opts)
-    images = [load_image(p) for p in files]
-    ref = _predict_all(backend, reference, images, task)
-    cand = _predict_all(backend, candidate, images, task)
-    if task is Task.DETECT:
-        out = _detection(ref, cand, images, coco)
-    elif task is Task.CLASSIFY:
-        out = _classification(ref, cand)
-    else:
-        out = _semantic(ref, cand)
-    out["drop"] = out["reference"] - out["candidate"]
-    out["images"] = len(images)
-    out["task"] = task.value
-    bundled = files[0].parent == bundled_files()[0].parent
-    out["source"] = BUNDLED if bundled else str(files[0].parent)
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+    return GateRun(backend, reference, opts).evaluate(candidate)

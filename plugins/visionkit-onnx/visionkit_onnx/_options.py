@@ -44,7 +44,16 @@ class RuntimeOptions(BaseModel):
     max_drop: float | None = Field(
         None,
         ge=0,
-        description="Accuracy gate in metric points (mAP / top-1 / mIoU x100); refuse a worse model.",
+        description="Accuracy budget in metric points (mAP / top-1 / mIoU x100). Static INT8: the nodes "
+        "with the largest quantization error are kept float, in growing steps, until the model holds it; "
+        "every precision: refuse a worse model.",
+    )
+    accuracy_control_iterations: int = Field(
+        6,
+        ge=0,
+        description="Static INT8 with max_drop: at most this many re-quantize + gate rounds after the "
+        "plain INT8 model, keeping the worst 1, 2, 4, ... nodes float (0: only refuse). Named as the "
+        "OpenVINO runtime's option (NNCF's max_num_iterations).",
     )
     val: Path | None = Field(
         None,

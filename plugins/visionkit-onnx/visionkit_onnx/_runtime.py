@@ -9,7 +9,6 @@ names. ``backend.runtime`` then reports what runs them.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
@@ -17,19 +16,17 @@ import numpy as np
 
 from visionkit import BackendError, InvalidOptionError
 from visionkit.backend import install_runtime
+from visionkit.devices import cpu_threads, thread_policy
 from visionkit.export import ExportNotSupportedError, ExportSpec, export_specs_of
 from visionkit_onnx._build import Built, build_model, write_meta
 from visionkit_onnx._calib import model_feeds
-from visionkit_onnx._gate import evaluate, gate_fingerprint, gate_task
+from visionkit_onnx._gate import GateRun, evaluate, gate_fingerprint, gate_task
 from visionkit_onnx._options import RuntimeOptions, parse_runtime_options
+from visionkit_onnx._search import AccuracyGateError, SearchProbe
 
 __all__ = ["PRECISIONS", "AccuracyGateError", "OrtForward", "prepare", "wrap"]
 
 PRECISIONS = ("fp32", "int8")
-
-
-class AccuracyGateError(InvalidOptionError):
-    """The quantized model loses more accuracy than ``max_drop`` allows."""
 
 
 class OrtForward:
@@ -138,8 +135,10 @@ def make_session(
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[opts.graph_optimization]
-    if opts.threads is not None:
-        so.intra_op_num_threads = opts.threads
+    # ORT's own default is one thread per physical core of the host, which oversubscribes a
+    # container or a pinned process: default to the CPUs this process may use (visionkit's policy).
+    threads = opts.threads if opts.threads is not None else cpu_threads()
+    so.intra_op_num_threads = threads
     if opts.inter_op_threads is not None:
         so.inter_op_num_threads = opts.inter_op_threads
     spinning = opts.spinning if opts.spinning is not None else sessions == 1
@@ -153,11 +152,12 @@ def make_session(
         raise BackendError(f"ONNX Runtime could not open the model: {type(exc).__name__}: {exc}") from exc
     settings = {
         "providers": session.get_providers(),
-        # 0 means ORT's default: one thread per physical core
-        "intra_op_threads": opts.threads or 0,
+        "intra_op_threads": threads,
+        # 0 means ORT's default
         "inter_op_threads": opts.inter_op_threads or 0,
         "spinning": spinning,
-        "default_threads": os.cpu_count(),
+        "default_threads": cpu_threads(),
+        "threads_source": "threads option" if opts.threads is not None else thread_policy()["source"],
     }
     return session, settings
 
@@ -176,7 +176,38 @@ def prepare(
     refused = [s.int8_unsupported for s in specs if s.int8_unsupported] if precision == "int8" else []
     if refused:
         raise ExportNotSupportedError(f"Backend {name!r} cannot run in INT8: {refused[0]}")
-    return opts, [(spec, build_model(backend, spec, precision, opts)) for spec in specs]
+    main = next((s for s in specs if s.stage == "forward"), specs[0])
+    parts = []
+    for spec in specs:
+        probe = search_probe(backend, spec, precision, opts) if spec is main else None
+        parts.append((spec, build_model(backend, spec, precision, opts, probe)))
+    return opts, parts
+
+
+def search_probe(backend: Any, spec: ExportSpec, precision: str, opts: RuntimeOptions) -> SearchProbe | None:
+    """The INT8 search's gate for the network the gate scores, or ``None`` (no ``max_drop``, not INT8,
+    or ``accuracy_control_iterations=0``). Cheap: the gate's images and the float reference's
+    predictions are computed only if a build actually searches (not on a cache hit)."""
+    if precision != "int8" or opts.max_drop is None or opts.accuracy_control_iterations == 0:
+        return None
+    name = getattr(backend, "name", type(backend).__name__)
+    device = getattr(backend, "device", "cpu")
+    gate = GateRun(backend, getattr(backend, spec.stage), opts)
+
+    def score(path: Any, structure: str) -> dict[str, Any]:
+        session, _ = make_session(Built(path, {}, False), opts, device)
+        forward = OrtForward(session, structure, device, name)
+        # the torch reference's latency is measured once, the candidate's at every step
+        ref_ms = gate.reference_ms if gate.reference_ms is not None else gate.latency_ms(gate.reference)
+        gate.reference_ms = ref_ms
+        return {**gate.evaluate(forward), "latency_ms": gate.latency_ms(forward), "reference_ms": ref_ms}
+
+    return SearchProbe(
+        max_drop=opts.max_drop,
+        iterations=opts.accuracy_control_iterations,
+        gate_fingerprint=gate_fingerprint(opts, gate.task),
+        score=score,
+    )
 
 
 def primary(parts: list[tuple[ExportSpec, Built]]) -> tuple[ExportSpec, Built]:
@@ -194,6 +225,8 @@ def describe(built: Built) -> dict[str, Any]:
         "size_bytes": built.meta.get("size"),
         "quantization": quant.get("scheme"),
         "float_nodes": len(quant.get("float_nodes", [])),
+        # static INT8 under max_drop: the steps tried and the nodes the search kept float
+        "search": quant.get("search"),
     }
 
 
@@ -228,8 +261,8 @@ def check_gate(
             f"{precision.upper()} {getattr(backend, 'name', '?')!r} drops {result['drop']:.2f} {result['metric']} points, "
             f"more than max_drop={opts.max_drop}: fp32 scores {result['reference']:.2f} and {precision} scores "
             f"{result['candidate']:.2f} on {result['images']} images (against {result['against']}). "
-            "Calibrate on more images of your domain (calib=...), keep more nodes float (exclude_nodes=...), "
-            "or use precision='fp32'."
+            "Calibrate on more images of your domain (calib=...), keep more nodes float (exclude_nodes=..., "
+            "or accuracy_control_iterations >= 1 to let static INT8 search for them), or use precision='fp32'."
         )
     return result
 
@@ -241,12 +274,13 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
         backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
         precision: ``"fp32"`` or ``"int8"``.
         **runtime_options: see :class:`visionkit_onnx._options.RuntimeOptions` (``calib``, ``max_drop``,
-            ``threads``, ``cache_dir`` ...).
+            ``accuracy_control_iterations``, ``threads``, ``cache_dir`` ...).
 
     Raises:
         ExportNotSupportedError: the backend does not implement ``export_spec()``.
         InvalidOptionError: unknown runtime option or precision; AccuracyGateError (a subclass) when
-            ``max_drop`` is exceeded.
+            ``max_drop`` is exceeded (static INT8: by every step of the search that keeps the
+            worst-quantized nodes float, :mod:`visionkit_onnx._search`).
         BackendError: export, quantization or the ORT session failed (the cause is chained).
     """
     opts, parts = prepare(backend, precision, runtime_options)

@@ -13,22 +13,32 @@ and ``backend.runtime`` reports what the compiled model reads back, not what was
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from visionkit import BackendError, InvalidOptionError
 from visionkit.backend import install_runtime
+from visionkit.devices import cpu_threads
 from visionkit.export import ExportNotSupportedError, ExportSpec, export_specs_of
 from visionkit_openvino._build import AccuracyControl, Built, build_model, output_structure, write_meta
 from visionkit_openvino._calib import model_feeds
 from visionkit_openvino._gate import GateData
 from visionkit_openvino._options import RuntimeOptions, parse_runtime_options
 
-__all__ = ["PRECISIONS", "AccuracyGateError", "OvForward", "compile_settings", "default_threads", "wrap"]
+__all__ = [
+    "PRECISIONS",
+    "AccuracyGateError",
+    "OvForward",
+    "Prepared",
+    "compile_settings",
+    "default_threads",
+    "prepare",
+    "wrap",
+]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: INFERENCE_PRECISION_HINT per requested precision. INT8 keeps its float ops (the detection head's
@@ -42,11 +52,8 @@ class AccuracyGateError(InvalidOptionError):
 
 
 def default_threads() -> int:
-    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    """The CPUs this process may run on: visionkit's thread policy (affinity, cgroup quota, VISIONKIT_THREADS)."""
+    return cpu_threads()
 
 
 def _np_dtype(ov_type: Any) -> Any:
@@ -212,23 +219,25 @@ def _gate_result(
     return {**result, "max_drop": opts.max_drop, "passed": result["drop"] <= opts.max_drop}
 
 
-def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
-    """Make ``backend`` run its network(s) in OpenVINO at ``precision``; returns the same backend.
+@dataclass
+class Prepared:
+    """Every network of a backend built, compiled and (with ``max_drop``) gated: what :func:`wrap`
+    installs and what the exporter (:mod:`visionkit_openvino._export`) writes."""
 
-    Args:
-        backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
-        precision: ``"fp32"``, ``"bf16"`` (needs a CPU with AMX or AVX512-BF16; elsewhere it runs fp32,
-            with a warning, and says so) or ``"int8"`` (NNCF post-training quantization).
-        **runtime_options: see :class:`visionkit_openvino._options.RuntimeOptions` (``calib``,
-            ``max_drop``, ``threads``, ``cache_dir`` ...).
+    main: ExportSpec
+    specs: list[ExportSpec]
+    parts: dict[str, tuple[Built, dict[str, Any]]]
+    forwards: dict[str, OvForward]
+    runtime: dict[str, Any]
 
-    Raises:
-        ExportNotSupportedError: the backend does not implement ``export_spec()``, or a network
-            must not be quantized.
-        InvalidOptionError: unknown runtime option, precision or device; AccuracyGateError (a
-            subclass) when ``max_drop`` is exceeded.
-        BackendUnavailableError: INT8 without nncf installed.
-        BackendError: export, conversion, quantization or compilation failed (the cause is chained).
+
+def prepare(
+    backend: Any, precision: str, runtime_options: dict[str, Any], *, compile_models: bool = True
+) -> Prepared:
+    """Build (or take from the cache), compile and gate ``backend``'s networks; change nothing on it.
+
+    ``compile_models=False`` (the exporter, which only writes the models): compile only what the
+    accuracy gate runs; ``forwards`` is then empty unless ``max_drop`` is set.
     """
     import openvino as ov
 
@@ -267,17 +276,19 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
                 validate=gate.validation_fn(make_forward),
             )  # fmt: skip
         built = build_model(backend, spec, int8, opts, accuracy)
-        compiled, settings = _compile(core, built, config, name)
-        forwards[spec.stage] = OvForward(compiled, spec, built.meta["structure"], name)
+        settings: dict[str, Any] = {"inference_precision": "fp32" if int8 else precision}
+        if compile_models or (gate is not None and spec is main):
+            compiled, settings = _compile(core, built, config, name)
+            forwards[spec.stage] = OvForward(compiled, spec, built.meta["structure"], name)
         parts[spec.stage] = (built, settings)
     main_built, settings = parts[main.stage]
     ran = "int8" if int8 else settings["inference_precision"]
-    if precision == "bf16" and ran != "bf16":
+    if precision == "bf16" and ran != "bf16" and compile_models:
         warnings.warn(
             f"This CPU cannot run bf16 in OpenVINO (it offers {', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); "
             f"backend {name!r} runs in {ran}. backend.runtime['precision'] says what ran.",
             RuntimeWarning,
-            stacklevel=3,  # wrap <- visionkit.load <- the caller
+            stacklevel=4,  # prepare <- wrap <- visionkit.load <- the caller
         )
     gate_result = None
     if gate is not None:
@@ -306,5 +317,27 @@ def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
         "default_threads": default_threads(),
         "openvino": ov.get_version(),
     }
-    install_runtime(backend, runtime, forwards)
+    return Prepared(main, specs, parts, forwards, runtime)
+
+
+def wrap(backend: Any, precision: str = "fp32", **runtime_options: Any) -> Any:
+    """Make ``backend`` run its network(s) in OpenVINO at ``precision``; returns the same backend.
+
+    Args:
+        backend: a loaded float backend implementing :class:`visionkit.export.Exportable`.
+        precision: ``"fp32"``, ``"bf16"`` (needs a CPU with AMX or AVX512-BF16; elsewhere it runs fp32,
+            with a warning, and says so) or ``"int8"`` (NNCF post-training quantization).
+        **runtime_options: see :class:`visionkit_openvino._options.RuntimeOptions` (``calib``,
+            ``max_drop``, ``threads``, ``cache_dir`` ...).
+
+    Raises:
+        ExportNotSupportedError: the backend does not implement ``export_spec()``, or a network
+            must not be quantized.
+        InvalidOptionError: unknown runtime option, precision or device; AccuracyGateError (a
+            subclass) when ``max_drop`` is exceeded.
+        BackendUnavailableError: INT8 without nncf installed.
+        BackendError: export, conversion, quantization or compilation failed (the cause is chained).
+    """
+    prepared = prepare(backend, precision, runtime_options)
+    install_runtime(backend, prepared.runtime, prepared.forwards)
     return backend

@@ -154,5 +154,7 @@ def test_bad_options(options: dict[str, Any], fragment: str) -> None:
 def test_precision_other_than_fp32_needs_a_runtime() -> None:
     from visionkit_sam._backend import SamBackend
 
-    with pytest.raises(InvalidOptionError, match="runs natively in fp32 only, but got precision 'fp16'"):
+    with pytest.raises(
+        InvalidOptionError, match="runs natively in 'fp32' or 'bf16', but got precision 'fp16'"
+    ):
         SamBackend(weights=None, precision="fp16")

@@ -30,6 +30,7 @@ def register_backends(register: Any) -> None:
         description="Segment Anything (vit_b/l/h): points, boxes, mask refinement; cached image embeddings.",
         default_weights="sam_vit_b_01ec64.pth",
         prompt_types=["point", "box", "mask"],
+        precisions=["fp32", "bf16"],
         batch=False,
         options=f"{_OPTIONS}:SamOptions",
     )
@@ -43,6 +44,7 @@ def register_backends(register: Any) -> None:
         description="MobileSAM: TinyViT encoder with SAM's prompt encoder and mask decoder; fast on CPU.",
         default_weights="mobile_sam.pt",
         prompt_types=["point", "box", "mask"],
+        precisions=["fp32", "bf16"],
         batch=False,
         options=f"{_OPTIONS}:MobileSamOptions",
     )

@@ -20,6 +20,7 @@ decode. A thread waiting for another thread's encoder run of the same image (the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -188,11 +189,15 @@ class _SamModelMixin:
     config: ModelConfig
     torch_device: torch.device
 
+    #: Precisions the backend runs itself (others come from a runtime plugin).
+    native_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
     def _init_model(self, weights: Any, precision: str, options: Any) -> None:
-        if precision != "fp32":
+        if precision not in self.native_precisions:
             raise InvalidOptionError(
-                f"Backend {self.name!r} runs natively in fp32 only, but got precision {precision!r}; "  # type: ignore[attr-defined]
-                "other precisions come from a runtime plugin (e.g. visionkit-onnx)."
+                f"Backend {self.name!r} runs natively in {' or '.join(map(repr, self.native_precisions))}, "  # type: ignore[attr-defined]
+                f"but got precision {precision!r}; other precisions come from a runtime plugin (e.g. "
+                "visionkit-onnx, visionkit-openvino)."
             )
         check_limit("max_image_size", options.image_size or 0, options.max_image_size, what="image_size")
         model, cfg, fingerprint = load_model(
@@ -219,10 +224,18 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
     name = "sam"
     tasks = (Task.SEGMENT_PROMPT,)
     Options: ClassVar[type[BackendOptions]] = SamOptions
-    #: Prompts per decoder run. Each prompt carries its own (4096, 256) image tokens through the
-    #: decoder; beyond ~4 at once they fall out of the CPU caches and the time per prompt grows by half
-    #: (measured, MobileSAM, 16 boxes: 1375 ms in one run, 900 ms in runs of 4, 2 or 1).
-    decoder_chunk: ClassVar[int] = 4
+    native_precisions = ("fp32", "bf16")
+    #: Most prompts per decoder forward. The torch decoder (:meth:`SamDecoderNet.forward_eager`)
+    #: shares the image side between prompts, so one forward for all the prompts of a call is the
+    #: fastest (measured, MobileSAM, 16 boxes: one forward 0.69x the time of runs of 4); the bound
+    #: only caps memory (~25 MB of activations per prompt) when ``max_prompts`` is raised or None.
+    decoder_chunk: ClassVar[int] = 64
+    #: Prompts per runtime decoder forward (ONNX Runtime, OpenVINO: the exported reference graph, which
+    #: carries each prompt's own (4096, 256) image tokens and slows beyond ~4 at once on CPU:
+    #: 16 boxes took 1375 ms in one run, 900 ms in runs of 4).
+    runtime_decoder_chunk: ClassVar[int] = 4
+    #: Prompts whose masks are upscaled to the image at once (bounds the full-size float masks).
+    upscale_chunk: ClassVar[int] = 4
 
     def __init__(
         self, *, weights: Any = None, device: str = "cpu", precision: str = "fp32", **options: Any
@@ -231,6 +244,7 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
         self._init_model(weights, precision, self.options)
         self.cache = EmbeddingCache(self.options.cache_size)
         self._owner = id(self.model)
+        self._row_maps: dict[tuple[int, int, int, str], torch.Tensor] = {}
 
     # -- encoder stages ---------------------------------------------------------------------------
     def preprocess(
@@ -255,9 +269,19 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
         return Batch(images, torch.cat(tensors), metas, options)
 
     def forward(self, inputs: Any) -> Any:
-        """The image encoder: ``(B, 3, S, S)`` → ``(B, 256, S/16, S/16)``."""
-        with torch.inference_mode():
-            return self.model.image_encoder(inputs)
+        """The image encoder: ``(B, 3, S, S)`` → ``(B, 256, S/16, S/16)`` float32.
+
+        ``precision="bf16"`` runs it under bf16 autocast (fast on CPUs with AMX / AVX512-BF16 and on
+        GPUs); the embedding comes back as float32 and the prompt decoder, mask upscaling, threshold
+        and IoU predictions stay fp32.
+        """
+        with torch.inference_mode(), self._autocast():
+            return self.model.image_encoder(inputs).float()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "bf16" and not self.runtime:
+            return torch.autocast(self.torch_device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def postprocess(self, outputs: Any, batch: Batch[SamOptions], task: Task) -> list[Any]:
         """One :class:`SamEmbedding` per image (the decoder runs later, per prompt)."""
@@ -353,12 +377,13 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
     def decode(self, embedding: SamEmbedding, prompts: Prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for all prompts: ``(low_res (b,k,s,s), iou (b,k))``.
 
-        Mirrors ``SamPredictor.predict_torch`` (same outputs), run in chunks of ``decoder_chunk``
-        prompts that share the image embedding; ``k`` is 3 (the multimask tokens) or 1 (the
-        single-mask token).
+        Mirrors ``SamPredictor.predict_torch`` (same outputs). In torch all the prompts go through one
+        batched forward (up to ``decoder_chunk``); a runtime's decoder runs ``runtime_decoder_chunk``
+        at a time. ``k`` is 3 (the multimask tokens) or 1 (the single-mask token).
         """
         inputs = self.decoder_inputs(embedding, prompts)
-        parts = [self.decoder_forward(chunk) for chunk in _chunks(inputs, self.decoder_chunk)]
+        chunk = self.runtime_decoder_chunk if self.runtime else self.decoder_chunk
+        parts = [self.decoder_forward(part) for part in _chunks(inputs, chunk)]
         low_res = torch.cat([torch.as_tensor(p[0], device=self.torch_device) for p in parts])
         iou = torch.cat([torch.as_tensor(p[1], device=self.torch_device) for p in parts])
         keep = slice(1, None) if prompts.multimask else slice(0, 1)
@@ -417,20 +442,21 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
     def _to_result(
         self, emb: SamEmbedding, prompts: Prompts, low_res: torch.Tensor, iou: torch.Tensor
     ) -> PromptMasks:
-        # Best first within each prompt (SamPredictor returns the decoder's token order).
+        # Best first within each prompt (SamPredictor returns the decoder's token order); sort the
+        # low-res logits, not the full-size masks.
+        low_res = low_res.float()
         order = torch.argsort(iou, dim=1, descending=True, stable=True)
+        logits = torch.gather(low_res, 1, order[..., None, None].expand(-1, -1, *low_res.shape[-2:]))
+        rows = self._row_map(low_res.shape[-2], emb.input_size[0], emb.original_size[0], low_res.device)
         # Upscale a few prompts at a time and threshold at once: the float masks at full resolution
         # would otherwise all exist together (64 prompts x 3 masks of a 12 MP photo: 9 GB).
         parts = []
         with torch.inference_mode():
-            for i in range(0, low_res.shape[0], self.decoder_chunk):
-                up = self.model.postprocess_masks(
-                    low_res[i : i + self.decoder_chunk], emb.input_size, emb.original_size
+            for i in range(0, logits.shape[0], self.upscale_chunk):
+                parts.append(
+                    self._upscale(logits[i : i + self.upscale_chunk], rows, emb) > self.options.mask_threshold
                 )
-                take = order[i : i + self.decoder_chunk, :, None, None].expand(-1, -1, *up.shape[-2:])
-                parts.append(torch.gather(up, 1, take) > self.options.mask_threshold)
         masks = torch.cat(parts)
-        logits = torch.gather(low_res, 1, order[..., None, None].expand(-1, -1, *low_res.shape[-2:]))
         scores = torch.gather(iou, 1, order)
         b, k = scores.shape
         h, w = emb.original_size
@@ -447,6 +473,31 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
                 **_prompt_record(prompts),
             ),
         )
+
+    def _row_map(self, low: int, input_h: int, original_h: int, device: torch.device) -> torch.Tensor:
+        """``(original_h, low)``: SAM's row resampling (bilinear to the encoder input, crop to the
+        resized image, bilinear to the original size) as one matrix, built by resampling the identity
+        with the same ``F.interpolate`` calls, so the weights are torch's own. Cached per size."""
+        key = (low, input_h, original_h, str(device))
+        cached = self._row_maps.get(key)
+        if cached is None:
+            eye = torch.eye(low, device=device)[None]
+            cached = _resample_rows(eye, self.config.image_size, input_h, original_h)[0].T.contiguous()
+            self._row_maps[key] = cached
+            while len(self._row_maps) > 8:
+                self._row_maps.pop(next(iter(self._row_maps)))
+        return cached
+
+    def _upscale(self, logits: torch.Tensor, rows: torch.Tensor, emb: SamEmbedding) -> torch.Tensor:
+        """``Sam.postprocess_masks`` (``(b, k, s, s)`` → ``(b, k, H, W)``), separably: rows by one matrix
+        product, columns by two 1-D linear resamplings. Same weights, same value within float rounding;
+        0.42x the time of the two 2-D bilinear passes through the 1024x1024 intermediate with 1 thread,
+        about the same with 2 (3 masks at 480x640, measured side by side)."""
+        b, k, s, _ = logits.shape
+        h, w = emb.original_size
+        x = rows @ logits  # (b, k, H, s)
+        x = _resample_rows(x.reshape(b * k * h, 1, s), self.config.image_size, emb.input_size[1], w)
+        return x.reshape(b, k, h, w)
 
     def export_spec(self) -> ExportSpec:
         """The image encoder (the heavy, cacheable part): ``images (B,3,S,S) → image_embeddings``."""
@@ -531,6 +582,14 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
             low_res_size=self.config.low_res_size,
         )
         return self.decoder_inputs(embedding, prompts)
+
+
+def _resample_rows(x: torch.Tensor, padded: int, valid: int, out: int) -> torch.Tensor:
+    """``(n, 1, s)`` signals: linear (half-pixel, as bilinear) to ``padded``, crop ``valid``, to ``out``."""
+    import torch.nn.functional as F
+
+    x = F.interpolate(x, size=padded, mode="linear", align_corners=False)[..., :valid]
+    return F.interpolate(x, size=out, mode="linear", align_corners=False)
 
 
 def _chunks(inputs: tuple[torch.Tensor, ...], size: int) -> list[tuple[torch.Tensor, ...]]:

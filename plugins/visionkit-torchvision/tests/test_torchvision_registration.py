@@ -39,7 +39,7 @@ def test_registering_and_checking_options_import_no_torch() -> None:
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_specs_match_torchvision(entry: object) -> None:
     spec = REGISTRY.get(entry.name)  # type: ignore[attr-defined]
-    assert spec.requires == ("torch", "torchvision") and spec.precisions == ("fp32",) and spec.batch
+    assert spec.requires == ("torch", "torchvision") and spec.precisions == ("fp32", "bf16") and spec.batch
     assert spec.options and spec.options.startswith("visionkit_torchvision._options:")
     if entry.arch is None:  # generic: arch chosen at load time
         assert spec.default_weights == "DEFAULT"

@@ -233,7 +233,10 @@ def test_detector_options_that_do_not_apply() -> None:
 
 
 def test_native_precision_and_device_errors() -> None:
-    with pytest.raises(InvalidOptionError, match=r"runs natively in 'fp32' only, but got precision 'fp16'"):
+    with pytest.raises(
+        InvalidOptionError,
+        match=r"runs natively in 'fp32' or 'bf16' \(autocast, float32 tail\), but got precision 'fp16'",
+    ):
         load_lraspp(weights=None, precision="fp16")
     if not torch.cuda.is_available():
         with pytest.raises(InvalidOptionError, match=r"Device 'cuda' was requested but torch sees no CUDA"):

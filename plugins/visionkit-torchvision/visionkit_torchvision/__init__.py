@@ -44,7 +44,7 @@ def register_backends(register: Any) -> None:
             description=entry.description,
             default_weights=entry.default_weights,
             categories=entry.categories,
-            precisions=("fp32",),
+            precisions=("fp32", "bf16"),
             batch=True,
             options=f"visionkit_torchvision._options:{_OPTIONS[(entry.family, entry.arch is None)]}",
         )

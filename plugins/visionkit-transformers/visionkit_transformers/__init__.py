@@ -22,6 +22,8 @@ _INSTALL = "pip install visionkit-transformers"
 def register_backends(register: Any) -> None:
     """Declare the transformers-based backends (cheap: nothing heavy is imported)."""
     common: dict[str, Any] = {"requires": _REQUIRES, "install": _INSTALL, "precisions": ("fp32", "fp16")}
+    # bf16: autocast with a float32 tail, validated for these backends only (docs/transformers.md)
+    bf16: dict[str, Any] = {**common, "precisions": ("fp32", "fp16", "bf16")}
     register(
         "detr",
         f"{_PKG}._backend:DetrBackend",
@@ -31,7 +33,7 @@ def register_backends(register: Any) -> None:
         categories="coco91",
         options=f"{_PKG}._options:DetectionOptions",
         aliases=("detr-resnet-50",),
-        **common,
+        **bf16,
     )
     register(
         "rtdetr",
@@ -42,7 +44,7 @@ def register_backends(register: Any) -> None:
         categories="coco80",
         options=f"{_PKG}._options:DetectionOptions",
         aliases=("hf-detector",),
-        **common,
+        **bf16,
     )
     text: dict[str, Any] = {**common, "tasks": ("detect",), "prompt_types": ("text",)}
     register(
@@ -104,7 +106,7 @@ def register_backends(register: Any) -> None:
         default_weights="nvidia/segformer-b0-finetuned-ade-512-512",
         options=f"{_PKG}._options:SemanticOptions",
         aliases=("hf-semantic",),
-        **common,
+        **bf16,
     )
     register(
         "sam2",
@@ -127,5 +129,5 @@ def register_backends(register: Any) -> None:
         default_weights="google/vit-base-patch16-224",
         options=f"{_PKG}._options:ClassificationOptions",
         aliases=("hf-classifier",),
-        **common,
+        **bf16,
     )

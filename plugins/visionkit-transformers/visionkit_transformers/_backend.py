@@ -52,6 +52,7 @@ from visionkit import (
 )
 from visionkit.backend import check_limit
 from visionkit.export import ExportSpec
+from visionkit_transformers._fold import fold_frozen_batchnorm
 from visionkit_transformers._labels import label_space
 from visionkit_transformers._options import (
     LOAD_TIME_OPTIONS,
@@ -61,6 +62,7 @@ from visionkit_transformers._options import (
     PanopticOptions,
     SemanticOptions,
 )
+from visionkit_transformers._precision import autocast, bf16_tail
 from visionkit_transformers._tiny import tiny_model
 from visionkit_transformers._weights import find_checkpoint
 
@@ -72,7 +74,8 @@ __all__ = [
     "SemanticBackend",
 ]
 
-_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+#: Native precisions and the dtype of the weights: bf16 keeps float32 weights and runs under autocast.
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.float32}
 
 
 class _TupleOutputs(torch.nn.Module):
@@ -124,7 +127,11 @@ def _torch_device(device: str) -> torch.device:
 class _HFBackend(Backend[Any]):
     """Shared loading, preprocessing and export; subclasses say which model class and post-processing."""
 
+    #: Whether ``precision="bf16"`` (autocast with a float32 tail) is validated for this backend.
+    offers_bf16: ClassVar[bool] = False
+
     Options: ClassVar[type[HFOptions]] = HFOptions
+    native_runtime: ClassVar[str] = "torch"
     #: Key of :func:`tiny_model` for ``weights=None``.
     kind: ClassVar[str] = ""
     #: ``transformers`` class that loads a checkpoint directory.
@@ -149,6 +156,11 @@ class _HFBackend(Backend[Any]):
             raise InvalidOptionError(
                 f"Precision 'fp16' needs a GPU, but backend {self.name!r} runs on 'cpu'."
             )
+        if precision == "bf16" and not self.offers_bf16:
+            raise InvalidOptionError(
+                f"Backend {self.name!r} does not offer precision 'bf16' (its outputs are not validated within "
+                "tolerance in bf16); use 'fp32', or a runtime plugin's bf16 (runtime='openvino')."
+            )
         opts: HFOptions = self.options
         if weights is None:
             model, processor = tiny_model(self.kind, opts.config)
@@ -165,11 +177,30 @@ class _HFBackend(Backend[Any]):
             self.source = str(path)
         #: The ``transformers`` model and image processor (public, e.g. for parity checks).
         self.model = model.eval().to(device=self.torch_device, dtype=self.dtype)
+        if getattr(self.model.config, "model_type", "") == "detr":
+            # DETR's frozen BatchNorms were ~22 % of its CPU forward; folded, they cost nothing (_fold)
+            fold_frozen_batchnorm(self.model)
+        #: Submodules kept float32 under bf16 (see ``_precision``); empty otherwise.
+        self.float32_tail: list[str] = []
+        if precision == "bf16":
+            self._place_bf16()
         self.processor = processor
         self.id2label = self._labels(opts.id2label)
         self.label_space = label_space(self.id2label)
         self._input_names: tuple[str, ...] | None = None
         self._check_limits(opts)  # a checkpoint's own processor sizes are held to max_imgsz too
+
+    def _place_bf16(self) -> None:
+        """The float32 tail and channels-last convolutions for bf16 autocast (``forward`` turns it on)."""
+        tail = bf16_tail(self.model, self.torch_device)
+        if tail is None:
+            raise InvalidOptionError(
+                f"Backend {self.name!r} has no known float32 tail for {type(self.model).__name__} (its box "
+                "decode or logits would be computed in bf16), so it does not run in 'bf16'; use 'fp32'."
+            )
+        self.float32_tail = tail
+        # oneDNN / cuDNN bf16 convolutions are NHWC kernels (the ResNet backbones of DETR and RT-DETR)
+        self.model = self.model.to(memory_format=torch.channels_last)
 
     def with_options(self, overrides: dict[str, Any]) -> Any:
         """Load-time options with per-call ``overrides``; options that build the network are refused."""
@@ -358,8 +389,8 @@ class _HFBackend(Backend[Any]):
         return self._input_names
 
     def forward(self, inputs: Any) -> Any:
-        """``network(*inputs)`` without autograd."""
-        with torch.inference_mode():
+        """``network(*inputs)`` without autograd (under bf16 autocast for ``precision="bf16"``)."""
+        with torch.inference_mode(), autocast(self.precision, self.torch_device):
             return self.network(*inputs)
 
     def _outputs(self, raw: Any) -> _Outputs:
@@ -435,6 +466,7 @@ class AutoDetectionBackend(_HFBackend, Detects):
     like every visionkit detector (ties keep transformers' query order).
     """
 
+    offers_bf16 = True
     name = "rtdetr"
     kind = "rtdetr"
     tasks = (Task.DETECT,)
@@ -487,6 +519,7 @@ class DetrBackend(AutoDetectionBackend):
 class SemanticBackend(_HFBackend, SegmentsSemantic):
     """Any ``AutoModelForSemanticSegmentation`` checkpoint (SegFormer, BEiT, DPT ...)."""
 
+    offers_bf16 = True
     name = "segformer"
     kind = "segformer"
     tasks = (Task.SEGMENT_SEMANTIC,)
@@ -594,6 +627,7 @@ class DetrPanopticBackend(_HFBackend, SegmentsSemantic, SegmentsInstances):
 class ClassificationBackend(_HFBackend, Classifies):
     """Any ``AutoModelForImageClassification`` checkpoint (ViT, ConvNeXt, ResNet ...): softmax top-k."""
 
+    offers_bf16 = True
     name = "vit"
     kind = "vit"
     tasks = (Task.CLASSIFY,)

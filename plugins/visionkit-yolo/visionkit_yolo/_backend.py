@@ -218,23 +218,49 @@ def _unsafe(what: str, reason: str) -> UnsafeWeightsError:
     return UnsafeWeightsError(f"{what} {reason}, so loading it could run code. {_TRUST}")
 
 
-def _build_from_yaml(cfg: str, trust: bool = False) -> torch.nn.Module:
-    """A randomly initialised ultralytics model from a yaml name or path, reproducibly seeded.
+def _read_yaml(cfg: str, example: str = "yolov8n.yaml") -> dict[str, Any]:
+    """An ultralytics model yaml (name or path) as a dict; a missing one is an :class:`InvalidOptionError`."""
+    try:
+        return dict(ul_tasks.yaml_model_load(cfg))
+    except FileNotFoundError as exc:
+        raise InvalidOptionError(
+            f"Model yaml {cfg!r} not found: give a path or an ultralytics config name such as {example!r}."
+        ) from exc
+
+
+def _seeded_build(cls: type[torch.nn.Module], d: dict[str, Any], cfg: str, trust: bool) -> torch.nn.Module:
+    """``cls(d)`` randomly initialised with a fixed seed, without ``eval`` unless ``trust``.
 
     Untrusted yamls are built with ultralytics' restricted parser: ``activation:`` must be a plain
     ``nn.<Class>(literals)`` and every layer a known module, instead of going through ``eval``.
+    Every YOLO model class (closed-set and open-vocabulary) is built here.
     """
-    try:
-        d = ul_tasks.yaml_model_load(cfg)
-    except FileNotFoundError as exc:
-        raise InvalidOptionError(
-            f"Model yaml {cfg!r} not found: give a path or an ultralytics config name such as 'yolov8n.yaml'."
-        ) from exc
     if not trust and not _safe_mode_available():
         raise _unsafe(
             f"Model yaml {cfg!r}",
             "can only be built with eval() by this ultralytics/torch (no restricted mode: needs torch >= 2.6)",
         )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        try:
+            with contextlib.nullcontext() if trust else _restricted_build():
+                model: Any = cls(d, verbose=False)
+        except TypeError as exc:
+            if trust or "restricted" not in str(exc):
+                raise
+            raise _unsafe(
+                f"Model yaml {cfg!r}",
+                "names an activation or layer outside ultralytics' restricted set (plain torch.nn classes "
+                f"and ultralytics layers; activation: {d.get('activation')!r})",
+            ) from exc
+    model.task = ul_tasks.guess_model_task(d)
+    model.args = {"imgsz": None}
+    return model.eval()
+
+
+def _build_from_yaml(cfg: str, trust: bool = False) -> torch.nn.Module:
+    """A randomly initialised closed-set ultralytics model (detect, segment, classify, RT-DETR) from a yaml."""
+    d = _read_yaml(cfg)
     head = str(d.get("head", [[None, None, ""]])[-1][2])
     task = ul_tasks.guess_model_task(d)
     classes: dict[str, type[torch.nn.Module]] = {
@@ -250,22 +276,7 @@ def _build_from_yaml(cfg: str, trust: bool = False) -> torch.nn.Module:
         raise InvalidOptionError(
             f"Model yaml {cfg!r} builds a {task!r} model; visionkit-yolo supports {sorted(classes)}."
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        try:
-            with contextlib.nullcontext() if trust else _restricted_build():
-                model: Any = cls(d, verbose=False)
-        except TypeError as exc:
-            if trust or "restricted" not in str(exc):
-                raise
-            raise _unsafe(
-                f"Model yaml {cfg!r}",
-                "names an activation or layer outside ultralytics' restricted set (plain torch.nn classes "
-                f"and ultralytics layers; activation: {d.get('activation')!r})",
-            ) from exc
-    model.task = task
-    model.args = {"imgsz": None}
-    return model.eval()
+    return _seeded_build(cls, d, cfg, trust)
 
 
 class _Net(torch.nn.Module):

@@ -22,7 +22,6 @@ checkpoint saved with a vocabulary (then ``classes`` may be left out).
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import os
 import threading
@@ -52,9 +51,8 @@ from visionkit_yolo._backend import (
     RANDOM_SEED,
     _DecodeNet,
     _Letterboxed,
-    _restricted_build,
-    _safe_mode_available,
-    _unsafe,
+    _read_yaml,
+    _seeded_build,
 )
 from visionkit_yolo._options import WorldOptions, YoloeOptions
 
@@ -91,18 +89,10 @@ def _model_classes() -> dict[str, type[torch.nn.Module]]:
 def _build_from_yaml(cfg: str, family: str, trust: bool) -> torch.nn.Module:
     """A seeded random YOLO-World / YOLOE model from an ultralytics yaml, built without ``eval`` unless trusted.
 
-    The closed-set builder of ``_backend.py`` knows only detect/segment/classify models; this is the same
-    recipe (seed, restricted parser) for the open-vocabulary model classes.
+    The closed-set builder of ``_backend.py`` knows only detect/segment/classify models; this picks the
+    open-vocabulary model class and builds it the same way (:func:`_seeded_build`).
     """
-    try:
-        d = ul_tasks.yaml_model_load(cfg)
-    except FileNotFoundError as exc:
-        raise InvalidOptionError(
-            f"Model yaml {cfg!r} not found: give a path or an ultralytics config name such as "
-            f"{_DEFAULT_YAML[family]!r}."
-        ) from exc
-    if not trust and not _safe_mode_available():
-        raise _unsafe(f"Model yaml {cfg!r}", "can only be built with eval() by this ultralytics/torch")
+    d = _read_yaml(cfg, example=_DEFAULT_YAML[family])
     head = str(d.get("head", [[None, None, ""]])[-1][2])
     cls = _model_classes().get(head)
     if cls is None or _family_of(cls) != family:
@@ -111,20 +101,7 @@ def _build_from_yaml(cfg: str, family: str, trust: bool) -> torch.nn.Module:
             f"{'YOLO-World (WorldDetect)' if family == 'world' else 'YOLOE (YOLOEDetect/YOLOESegment)'} yaml "
             f"such as {_DEFAULT_YAML[family]!r}."
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        try:
-            with contextlib.nullcontext() if trust else _restricted_build():
-                model: Any = cls(d, verbose=False)
-        except TypeError as exc:
-            if trust or "restricted" not in str(exc):
-                raise
-            raise _unsafe(
-                f"Model yaml {cfg!r}", "names an activation or layer outside ultralytics' restricted set"
-            ) from exc
-    model.task = ul_tasks.guess_model_task(d)
-    model.args = {"imgsz": None}
-    return model.eval()
+    return _seeded_build(cls, d, cfg, trust)
 
 
 def _family_of(cls: type) -> str:
