@@ -29,9 +29,19 @@ import time
 from importlib import metadata
 from typing import Any
 
-from visionkit.export import ExportNotSupportedError, ExportSpec
+from visionkit import InvalidOptionError
+from visionkit.export import ExportNotSupportedError, ExportSpec, export_specs_of
 
-__all__ = ["KINDS", "SCHEMA", "artifact_meta", "deploy_plan", "deploy_plan_for", "nms_tail", "write_artifact"]
+__all__ = [
+    "KINDS",
+    "SCHEMA",
+    "artifact_meta",
+    "deploy_plan",
+    "deploy_plan_for",
+    "nms_tail",
+    "requested_plan",
+    "write_artifact",
+]
 
 #: Version of the metadata schema; bump on any incompatible change.
 SCHEMA = 1
@@ -328,6 +338,42 @@ def _sam_plan(backend: Any, specs: list[ExportSpec]) -> dict[str, Any]:
         },
         "metadata": {"model_type": backend.model_type},
     }
+
+
+def _deploy_flag(value: bool | str | None) -> bool | None:
+    """``deploy=`` from Python (bool) or the CLI (``-R deploy=true``); ``None`` means "if possible"."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    if text in ("", "auto", "none"):
+        return None
+    raise InvalidOptionError(f"deploy must be true, false or auto, but got {value!r}.")
+
+
+def requested_plan(backend: Any, deploy: bool | str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The deploy plan an exporter writes for ``deploy=`` (true: required, false: none, auto: if possible).
+
+    Returns:
+        ``(plan, None)``, or ``(None, why)`` when auto found the backend not deployable, or ``(None, None)``
+        when ``deploy=false``.
+
+    Raises:
+        ExportNotSupportedError: ``deploy=true`` and the backend cannot be deployed.
+        InvalidOptionError: ``deploy`` is not true, false or auto.
+    """
+    want = _deploy_flag(deploy)
+    if want is False:
+        return None, None
+    try:
+        return deploy_plan_for(backend, export_specs_of(backend)), None
+    except ExportNotSupportedError as exc:
+        if want:
+            raise
+        return None, str(exc)
 
 
 def deploy_plan_for(backend: Any, specs: list[ExportSpec]) -> dict[str, Any]:

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionkit import BackendError, InvalidOptionError
-from visionkit.export import ExportNotSupportedError, export_specs_of
-from visionkit_onnx._artifact import deploy_plan_for, write_artifact
+from visionkit import BackendError
+from visionkit_onnx._artifact import requested_plan, write_artifact
 from visionkit_onnx._build import Built
 from visionkit_onnx._runtime import OrtForward, check_gate, make_session, prepare, primary
 
@@ -56,15 +55,7 @@ def export(
         ExportNotSupportedError, InvalidOptionError (AccuracyGateError: nothing is written), BackendError.
     """
     t0 = time.perf_counter()
-    want = _flag(deploy)
-    plan, reason = None, None
-    if want is not False:
-        try:
-            plan = deploy_plan_for(backend, export_specs_of(backend))
-        except ExportNotSupportedError as exc:
-            if want:
-                raise
-            reason = str(exc)
+    plan, reason = requested_plan(backend, deploy)
     opts, parts = prepare(backend, precision, runtime_options)
     main_spec, main_built = primary(parts)
     gate = None
@@ -126,20 +117,6 @@ def export(
         "deploy": {"artifact": plan is not None, "reason": reason},
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _flag(value: bool | str | None) -> bool | None:
-    """``deploy=`` from Python (bool) or the CLI (``-R deploy=true``)."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    if text in ("", "auto", "none"):
-        return None
-    raise InvalidOptionError(f"deploy must be true, false or auto, but got {value!r}.")
 
 
 def _write_artifact(built: Built, plan: dict[str, Any], info: dict[str, Any], path: Path) -> None:

@@ -49,7 +49,7 @@ class RuntimeOptions(BaseModel):
         "every precision: refuse a worse model.",
     )
     accuracy_control_iterations: int = Field(
-        6,
+        8,
         ge=0,
         description="Static INT8 with max_drop: at most this many re-quantize + gate rounds after the "
         "plain INT8 model, keeping the worst 1, 2, 4, ... nodes float (0: only refuse). Named as the "

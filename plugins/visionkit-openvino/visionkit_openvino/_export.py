@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visionkit_onnx._artifact import SCHEMA, artifact_meta, deploy_plan_for, nms_tail
+from visionkit_onnx._artifact import SCHEMA, artifact_meta, nms_tail, requested_plan
 
 from visionkit import BackendError, InvalidOptionError
-from visionkit.export import ExportNotSupportedError, export_specs_of
 from visionkit_openvino._build import sha256_file
 from visionkit_openvino._runtime import PRECISIONS, prepare
 
@@ -79,15 +78,7 @@ def export(
             f"use -o {out.with_suffix('.xml').name}.",
             key="output",
         )
-    want = _flag(deploy)
-    plan, reason = None, None
-    if want is not False:
-        try:
-            plan = deploy_plan_for(backend, export_specs_of(backend))
-        except ExportNotSupportedError as exc:
-            if want:
-                raise
-            reason = str(exc)
+    plan, reason = requested_plan(backend, deploy)
     prepared = prepare(backend, precision, runtime_options, compile_models=False)
     main_built, _ = prepared.parts[prepared.main.stage]
     files = {
@@ -155,20 +146,6 @@ def export(
         "deploy": {"artifact": plan is not None, "reason": reason},
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _flag(value: bool | str | None) -> bool | None:
-    """``deploy=`` from Python (bool) or the CLI (``-R deploy=true``)."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    if text in ("", "auto", "none"):
-        return None
-    raise InvalidOptionError(f"deploy must be true, false or auto, but got {value!r}.")
 
 
 def _with_nms(model: Any, num_classes: int, folder: Path) -> Any:

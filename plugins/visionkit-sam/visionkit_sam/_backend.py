@@ -46,6 +46,7 @@ from visionkit import (
     Task,
     load_image,
 )
+from visionkit.autocast import autocast
 from visionkit.backend import Encoded, SegmentsPrompts, check_limit
 from visionkit.devices import resolve_torch_device
 from visionkit.export import ExportSpec, tensors_fingerprint
@@ -279,9 +280,8 @@ class SamBackend(_SamModelMixin, Backend[SamOptions], SegmentsPrompts):
             return self.model.image_encoder(inputs).float()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "bf16" and not self.runtime:
-            return torch.autocast(self.torch_device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        # a runtime plugin runs the encoder in its own engine: nothing to autocast
+        return autocast("fp32" if self.runtime else self.precision, self.torch_device)
 
     def postprocess(self, outputs: Any, batch: Batch[SamOptions], task: Task) -> list[Any]:
         """One :class:`SamEmbedding` per image (the decoder runs later, per prompt)."""

@@ -47,6 +47,7 @@ from visionkit import (
     SemanticMask,
     Task,
 )
+from visionkit.autocast import autocast
 from visionkit.backend import check_limit
 from visionkit.export import ExportSpec, tensors_fingerprint
 from visionkit_torchvision._catalog import BY_NAME, COCO_CATEGORIES, VOC_CATEGORIES
@@ -68,7 +69,7 @@ from visionkit_torchvision._options import (
     InstanceOptions,
     SemanticOptions,
 )
-from visionkit_torchvision._precision import PRECISIONS, autocast, bf16_tail
+from visionkit_torchvision._precision import PRECISIONS, bf16_tail
 from visionkit_torchvision._weights import build_model, check_arch, resolve_device
 
 __all__ = [

@@ -20,61 +20,17 @@ Convolutional networks also go channels-last under bf16: oneDNN's bf16 convoluti
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "Float32", "Float32Outputs", "autocast", "bf16_tail", "to_float32"]
+from visionkit.autocast import Float32, Float32Outputs
+
+__all__ = ["PRECISIONS", "bf16_tail"]
 
 #: Precisions the torchvision backends run natively.
 PRECISIONS = ("fp32", "bf16")
-
-
-def to_float32(value: Any) -> Any:
-    """``value`` with every floating tensor in it (nested in lists, tuples and dicts) cast to float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return type(value)((k, to_float32(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [to_float32(v) for v in value]
-    if isinstance(value, tuple):
-        items = [to_float32(v) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    return value
-
-
-class Float32(nn.Module):
-    """``module`` run wholly in float32: autocast off, floating inputs cast to float32."""
-
-    def __init__(self, module: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.module = module
-        self.device_type = device_type
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(self.device_type, enabled=False):
-            return self.module(*to_float32(args), **to_float32(kwargs))
-
-
-class Float32Outputs(nn.Module):
-    """``module`` run in whatever precision is in force, its floating outputs cast to float32."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return to_float32(self.module(*args, **kwargs))
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` for ``precision="bf16"``, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _replace(model: nn.Module, path: str, wrap: Any) -> None:

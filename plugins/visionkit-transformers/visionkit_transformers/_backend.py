@@ -50,6 +50,7 @@ from visionkit import (
     WeightsNotFoundError,
     load_image,
 )
+from visionkit.autocast import autocast
 from visionkit.backend import check_limit
 from visionkit.export import ExportSpec
 from visionkit_transformers._fold import fold_frozen_batchnorm
@@ -62,7 +63,7 @@ from visionkit_transformers._options import (
     PanopticOptions,
     SemanticOptions,
 )
-from visionkit_transformers._precision import autocast, bf16_tail
+from visionkit_transformers._precision import bf16_tail
 from visionkit_transformers._tiny import tiny_model
 from visionkit_transformers._weights import find_checkpoint
 

@@ -14,13 +14,12 @@ run with its box decode in bf16.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 import torch
 from torch import nn
 
-__all__ = ["TAILS", "Float32", "autocast", "bf16_tail", "to_float32"]
+from visionkit.autocast import Float32
+
+__all__ = ["TAILS", "bf16_tail"]
 
 #: Per ``config.model_type``: the submodules (dotted paths) that run in float32 under bf16.
 TAILS: dict[str, tuple[str, ...]] = {
@@ -54,37 +53,6 @@ TAILS: dict[str, tuple[str, ...]] = {
     # image classifiers: the logits layer
     "vit": ("classifier",),
 }
-
-
-def to_float32(value: Any) -> Any:
-    """``value`` with every floating tensor in it (nested in lists, tuples and dicts) cast to float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return type(value)((k, to_float32(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_float32(v) for v in value)
-    return value
-
-
-class Float32(nn.Module):
-    """``module`` run wholly in float32: autocast off, floating inputs cast to float32."""
-
-    def __init__(self, module: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.module = module
-        self.device_type = device_type
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(self.device_type, enabled=False):
-            return self.module(*to_float32(args), **to_float32(kwargs))
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` for ``precision="bf16"``, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def bf16_tail(model: nn.Module, device: torch.device) -> list[str] | None:

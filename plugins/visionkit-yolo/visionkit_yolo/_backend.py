@@ -72,6 +72,7 @@ from visionkit import (
     load_image,
     resolve_weights,
 )
+from visionkit.autocast import autocast
 from visionkit.devices import resolve_torch_device
 from visionkit.export import ExportNotSupportedError, ExportSpec, tensors_fingerprint
 from visionkit_yolo._options import MAX_DET_CEILING, ClassifyOptions, DetectOptions, SegmentOptions
@@ -693,9 +694,8 @@ class _YoloBase(Backend[Any]):
 
     # -- forward (the swappable runtime) -------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "bf16" and self._onnx is None:
-            return torch.autocast(self.torch_device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        # an ONNX file runs in onnxruntime: nothing to autocast
+        return autocast(self.precision if self._onnx is None else "fp32", self.torch_device)
 
     @torch.inference_mode()
     def forward(self, inputs: Any) -> Any:
