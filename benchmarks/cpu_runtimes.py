@@ -50,16 +50,21 @@ def _data() -> tuple[Path, Path]:
     return weights, data
 
 
-def _contenders(weights: Path, data: Path, threads: int, imgsz: int, calib: int) -> dict[str, Any]:
+def _contenders(
+    weights: Path, data: Path, threads: int, imgsz: int, calib: int, bf16: bool
+) -> dict[str, Any]:
     """name -> loaded visionkit backend (or the ultralytics model)."""
     import importlib.util
 
     kw: dict[str, Any] = {"weights": str(weights), "imgsz": imgsz}
     ro = {"threads": threads, "calib": data / "images", "calib_images": calib}
-    out: dict[str, Any] = {
-        "torch fp32": visionkit.load("yolo", **kw),
-        "torch bf16": visionkit.load("yolo", precision="bf16", **kw),
-    }
+    out: dict[str, Any] = {"torch fp32": visionkit.load("yolo", **kw)}
+    if bf16:
+        out["torch bf16"] = visionkit.load("yolo", precision="bf16", **kw)
+    else:
+        print(
+            "note: this CPU has no bf16 units (emulated bf16 is several times slower): bf16 rows skipped, --bf16 adds them"
+        )
     if importlib.util.find_spec("onnxruntime") and "onnxruntime" in visionkit.get_registry().runtimes:
         out["onnxruntime int8"] = visionkit.load(
             "yolo", precision="int8", runtime="onnxruntime", runtime_options=ro, **kw
@@ -67,7 +72,7 @@ def _contenders(weights: Path, data: Path, threads: int, imgsz: int, calib: int)
     else:
         print("note: onnxruntime runtime not installed; skipped")
     if importlib.util.find_spec("openvino") and "openvino" in visionkit.get_registry().runtimes:
-        for p in ("fp32", "bf16", "int8"):
+        for p in ("fp32", "bf16", "int8") if bf16 else ("fp32", "int8"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # bf16 fallback: reported below instead
                 out[f"openvino {p}"] = visionkit.load(
@@ -96,12 +101,15 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=32, help="coco-mini calibration images for INT8")
     ap.add_argument("--ap", action="store_true", help="also mAP50-95 on all of coco-mini (slower)")
     ap.add_argument("--json", type=Path, help="write the table here")
+    ap.add_argument("--bf16", action="store_true", help="time bf16 rows even on a CPU without bf16 units")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights, data = _data()
     files = sorted((data / "images").glob("*.jpg"))[: args.images]
     images = [visionkit.load_image(f) for f in files]
-    models = _contenders(weights, data, args.threads, args.imgsz, args.calib)
+    from visionkit.devices import cpu_has_bf16
+
+    models = _contenders(weights, data, args.threads, args.imgsz, args.calib, args.bf16 or cpu_has_bf16())
 
     e2e: dict[str, list[float]] = {k: [] for k in models}
     bare: dict[str, list[float]] = {k: [] for k in models if k != "ultralytics predict"}
