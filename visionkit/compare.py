@@ -288,21 +288,24 @@ def compare(
         auto_failed: dict[tuple[str, int | None], str] = {}
         for auto_name in dict.fromkeys(name for _, name, prec in parsed if prec == AUTO):
             for size in sizes:
-                failed = _ensure_decision(
-                    auto_name,
-                    size,
-                    shared,
-                    coco=coco,
-                    images=images,
-                    registry=registry,
-                    lookup=lookup,
-                    plugins=plugins,
-                    isolate=isolate is not False and registry is None,
-                    runs=runs,
-                    warmup=warmup,
-                )
-                if failed:
-                    auto_failed[(auto_name, size)] = failed
+                try:
+                    _decide(
+                        auto_name,
+                        size,
+                        shared,
+                        coco=coco,
+                        images=images,
+                        registry=registry,
+                        lookup=lookup,
+                        plugins=plugins,
+                        isolate=isolate is not False and registry is None,
+                        runs=runs,
+                        warmup=warmup,
+                    )
+                except BackendUnavailableError:
+                    raise  # pycocotools missing: every entry would fail the same way
+                except Exception as exc:  # this row fails; the others still run
+                    auto_failed[(auto_name, size)] = f"{type(exc).__name__}: {exc}"
         if any(prec == AUTO for _, _, prec in parsed):
             # measured again above if asked: the loads below read that decision, not measure it once more
             shared["runtime_options"].pop("retune", None)
@@ -393,7 +396,7 @@ def compare(
     return report
 
 
-def _ensure_decision(
+def _decide(
     name: str,
     size: int | None,
     shared: Mapping[str, Any],
@@ -406,31 +409,8 @@ def _ensure_decision(
     isolate: bool,
     runs: int,
     warmup: int,
-) -> str | None:
-    """Tune ``name`` on the compare images unless a precision='auto' decision is cached for its recipe;
-    ``None``, or why no decision could be made (the row's error)."""
-    try:
-        _decide(name, size, shared, coco, images, registry, lookup, plugins, isolate, runs, warmup)
-    except BackendUnavailableError:
-        raise  # pycocotools missing: every entry would fail the same way
-    except Exception as exc:  # this row fails; the others still run
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _decide(
-    name: str,
-    size: int | None,
-    shared: Mapping[str, Any],
-    coco: str | os.PathLike[str],
-    images: str | os.PathLike[str],
-    registry: Registry | None,
-    lookup: Registry | None,
-    plugins: Sequence[str],
-    isolate: bool,
-    runs: int,
-    warmup: int,
 ) -> None:
+    """Tune ``name`` on the compare images unless a precision='auto' decision is cached for its recipe."""
     reg = lookup or get_registry()
     options = dict(shared["options"])
     if size is not None and not any(k in options for k in IMGSZ_OPTIONS):
