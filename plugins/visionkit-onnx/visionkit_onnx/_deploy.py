@@ -77,6 +77,9 @@ class _FileSpec:
     artifact, so its tasks are the union; a loaded file's spec lists only the file's own tasks."""
 
     tasks: ClassVar[tuple[Task, ...]]
+    #: Set by each deploy class: the engine running the file and the name of its image input.
+    session: Any
+    input_name: str
 
     @property
     def spec(self) -> Any:
@@ -87,6 +90,17 @@ class _FileSpec:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = dataclasses.replace(value, tasks=tuple(self.tasks))
         self.__dict__["_file_spec"] = value
+
+    def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``session.run`` (ONNX Runtime or the OpenVINO engine); a failure becomes one ``BackendError``
+        naming the engine and the input's shape."""
+        try:
+            return list(self.session.run(names, feed))
+        except Exception as exc:
+            shape = list(feed[self.input_name].shape)
+            raise BackendError(
+                f"{_engine_name(self.session)} failed on input {shape}: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 class DeployOptions(BackendOptions):
@@ -381,16 +395,7 @@ class DeployedDetector(_FileSpec, Backend[DeployOptions], Detects):
 
     def forward(self, inputs: Any) -> Any:
         """Run the network + NMS once per image (rect shapes differ); ``(raw, selected)`` per image."""
-        outs = []
-        for feed in inputs:
-            try:
-                outs.append(self.session.run([self.raw_name, self.selected_name], feed))
-            except Exception as exc:
-                shape = list(feed[self.input_name].shape)
-                raise BackendError(
-                    f"{_engine_name(self.session)} failed on input {shape}: {type(exc).__name__}: {exc}"
-                ) from exc
-        return outs
+        return [self._run([self.raw_name, self.selected_name], feed) for feed in inputs]
 
     def _kept(
         self, raw: np.ndarray, sel: np.ndarray, im: np.ndarray, meta: dict[str, Any], opts: DeployOptions
@@ -546,16 +551,7 @@ class DeployedSegmenter(DeployedDetector, SegmentsInstances):
 
     def forward(self, inputs: Any) -> Any:
         """Network + NMS once per image: ``(raw, selected, protos)`` per image."""
-        outs = []
-        for feed in inputs:
-            try:
-                outs.append(self.session.run([self.raw_name, self.selected_name, self.protos_name], feed))
-            except Exception as exc:
-                shape = list(feed[self.input_name].shape)
-                raise BackendError(
-                    f"{_engine_name(self.session)} failed on input {shape}: {type(exc).__name__}: {exc}"
-                ) from exc
-        return outs
+        return [self._run([self.raw_name, self.selected_name, self.protos_name], feed) for feed in inputs]
 
     def postprocess(self, outputs: Any, batch: Batch[DeployOptions], task: Task) -> list[Any]:
         """Detections; for ``segment_instances`` also masks (detections with an empty mask dropped)."""
@@ -714,12 +710,7 @@ class DeployedClassifier(_FileSpec, Backend[ClassifyDeployOptions], Classifies):
 
     def forward(self, inputs: Any) -> Any:
         """Class scores (probabilities or logits), one row per image."""
-        try:
-            return self.session.run([self.raw_name], {self.input_name: inputs})[0]
-        except Exception as exc:
-            raise BackendError(
-                f"{_engine_name(self.session)} failed on input {list(inputs.shape)}: {exc}"
-            ) from exc
+        return self._run([self.raw_name], {self.input_name: inputs})[0]
 
     def postprocess(self, outputs: Any, batch: Batch[ClassifyDeployOptions], task: Task) -> list[Any]:
         """The ``top_k`` most probable classes of each image."""
@@ -796,14 +787,7 @@ class DeployedSemanticSegmenter(_FileSpec, Backend[SemanticDeployOptions], Segme
 
     def forward(self, inputs: Any) -> Any:
         """Logits ``(1, C, h, w)`` per image."""
-        outs = []
-        for feed in inputs:
-            try:
-                outs.append(self.session.run([self.raw_name], feed)[0])
-            except Exception as exc:
-                shape = list(feed[self.input_name].shape)
-                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
-        return outs
+        return [self._run([self.raw_name], feed)[0] for feed in inputs]
 
     def postprocess(self, outputs: Any, batch: Batch[SemanticDeployOptions], task: Task) -> list[Any]:
         """Logits resized to the image (bilinear, half-pixel centres), arg-maxed."""
@@ -914,14 +898,7 @@ class DeployedDetr(_FileSpec, Backend[DetrDeployOptions], Detects):
 
     def forward(self, inputs: Any) -> Any:
         """``(logits, pred_boxes)`` per image."""
-        outs = []
-        for feed in inputs:
-            try:
-                outs.append(self.session.run([self.logits_name, self.boxes_name], feed))
-            except Exception as exc:
-                shape = list(feed[self.input_name].shape)
-                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
-        return outs
+        return [self._run([self.logits_name, self.boxes_name], feed) for feed in inputs]
 
     def _scores(self, logits: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """transformers' ``post_process_object_detection`` scoring: per query (DETR) or top-k (RT-DETR)."""
@@ -1065,16 +1042,9 @@ class DeployedTorchvisionDetector(_FileSpec, Backend[TvDetectDeployOptions], Det
 
     def forward(self, inputs: Any) -> Any:
         """``boxes, labels, scores[, masks], count`` per image."""
-        outs = []
-        for feed in inputs:
-            try:
-                outs.append(
-                    dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
-                )
-            except Exception as exc:
-                shape = list(feed[self.input_name].shape)
-                raise BackendError(f"{_engine_name(self.session)} failed on input {shape}: {exc}") from exc
-        return outs
+        return [
+            dict(zip(self.output_names, self._run(self.output_names, feed), strict=True)) for feed in inputs
+        ]
 
     def postprocess(self, outputs: Any, batch: Batch[TvDetectDeployOptions], task: Task) -> list[Any]:
         """As the backend: scores above the threshold, thin padding dropped, the cap, masks thresholded."""
